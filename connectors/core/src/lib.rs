@@ -1,0 +1,21 @@
+//! The connector contract shared by tandem and every vendor crate.
+//!
+//! A connector speaks to one SaaS API and presents its records as flat maps of
+//! vendor paths (`properties.firstname`, `merge_fields.FNAME`) to JSON values.
+//! This crate holds only that contract, the error type every connector returns
+//! and the HTTP kit (client, rate limiter, retries) they share. It knows nothing
+//! of sync logic, SQL or policies.
+
+pub mod clock;
+mod connector;
+mod error;
+mod http;
+mod record;
+
+pub use connector::{Connector, Page, Write, WriteOp, WriteOutcome};
+pub use error::{ConnectorError, ErrorKind};
+pub use http::{HttpKit, HttpSettings, Limiter, RateLimit, body_excerpt, server_time};
+pub use record::{FieldMap, Record, normalize_key};
+
+/// Milliseconds since the Unix epoch, the one time unit connectors hand to the engine.
+pub type Millis = i64;

@@ -1,0 +1,597 @@
+//! The HubSpot CRM v3 contacts client: full listing, incremental search with a
+//! watermark, lookups by email and batched writes.
+//!
+//! Incremental polling searches on `lastmodifieddate`, newest first, from the
+//! watermark minus an overlap window (search is eventually consistent). Newest
+//! first means a contact edited while we page moves to a page we already read,
+//! so it is read again on the next poll rather than skipped. A window that holds
+//! more than the search cap (10,000 results) is narrowed from above and read again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tandem_core::clock::{now_millis, parse_rfc3339};
+use tandem_core::{
+    Connector, ConnectorError, HttpKit, HttpSettings, Limiter, Millis, Page, RateLimit, Record,
+    Write, WriteOp, WriteOutcome, body_excerpt, normalize_key, server_time,
+};
+
+use crate::model::{
+    BatchId, BatchInputs, BatchReadRequest, BatchResponse, BatchWriteInput, CollectionResponse,
+    ErrorBody, Filter, FilterGroup, SearchRequest, SimplePublicObject, Sort, StandardError,
+};
+use crate::{KEY_PROPERTY, MODIFIED_PROPERTY, VENDOR, path_of, property_of};
+
+/// Most inputs of one batch call.
+pub const BATCH_LIMIT: usize = 100;
+/// Most results of one page of the contact list.
+pub const LIST_LIMIT: u32 = 100;
+/// Most results of one page of a search.
+pub const SEARCH_LIMIT: u32 = 200;
+/// Most results one search query can page through.
+pub const SEARCH_CAP: u32 = 10_000;
+
+/// Settings of a HubSpot client.
+#[derive(Debug, Clone)]
+pub struct HubSpotConfig {
+    /// `https://api.hubapi.com`, or a simulator's address.
+    pub base_url: String,
+    /// A private app token or OAuth access token, sent as `Authorization: Bearer`.
+    pub token: SecretString,
+    /// Contact properties to read, by name (`firstname`). `email` and `lastmodifieddate` are always read.
+    pub properties: Vec<String>,
+    /// How far behind the watermark each incremental poll starts again.
+    pub search_overlap: Duration,
+    /// Budget of the search endpoint (its own, apart from the general one).
+    pub search_rate: Option<RateLimit>,
+    /// Timeouts, retries and the general request budget.
+    pub http: HttpSettings,
+}
+
+impl HubSpotConfig {
+    /// Defaults for the real API: 100 requests per 10 s, search 4 per second.
+    pub fn new(base_url: impl Into<String>, token: SecretString) -> Self {
+        let mut http = HttpSettings::new(VENDOR);
+        http.rate = Some(RateLimit {
+            requests: 100,
+            per: Duration::from_secs(10),
+        });
+        Self {
+            base_url: base_url.into(),
+            token,
+            properties: Vec::new(),
+            search_overlap: Duration::from_secs(60),
+            search_rate: Some(RateLimit {
+                requests: 4,
+                per: Duration::from_secs(1),
+            }),
+            http,
+        }
+    }
+}
+
+/// Where polling stands, stored by the engine between polls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+enum Cursor {
+    /// Listing every contact; `started_at` is the server's clock when the listing began.
+    List {
+        after: Option<String>,
+        started_at: Millis,
+    },
+    /// Paging a search of `since..=until`, newest first.
+    Search {
+        since: Millis,
+        until: Option<Millis>,
+        offset: u32,
+        newest: Millis,
+    },
+    /// Caught up: the newest change seen.
+    CaughtUp { watermark: Millis },
+}
+
+/// A HubSpot client. Cheap to clone.
+#[derive(Clone)]
+pub struct HubSpotClient {
+    kit: HttpKit,
+    base: String,
+    token: SecretString,
+    properties: Arc<Vec<String>>,
+    overlap: Millis,
+    search_limiter: Option<Arc<Limiter>>,
+}
+
+impl HubSpotClient {
+    /// Build a client; no request is made.
+    pub fn new(config: HubSpotConfig) -> Result<Self, ConnectorError> {
+        let mut properties = vec![KEY_PROPERTY.to_string(), MODIFIED_PROPERTY.to_string()];
+        for property in config.properties {
+            if !properties.contains(&property) {
+                properties.push(property);
+            }
+        }
+        Ok(Self {
+            kit: HttpKit::new(config.http)?,
+            base: config.base_url.trim_end_matches('/').to_string(),
+            token: config.token,
+            properties: Arc::new(properties),
+            overlap: config.search_overlap.as_millis() as Millis,
+            search_limiter: config.search_rate.map(RateLimit::limiter),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.kit
+            .client()
+            .get(self.url(path))
+            .bearer_auth(self.token.expose_secret())
+    }
+
+    fn post(&self, path: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
+        self.kit
+            .client()
+            .post(self.url(path))
+            .bearer_auth(self.token.expose_secret())
+            .json(body)
+    }
+
+    async fn list_page(
+        &self,
+        after: Option<&str>,
+    ) -> Result<(CollectionResponse, Option<Millis>), ConnectorError> {
+        let mut query = vec![
+            ("limit", LIST_LIMIT.to_string()),
+            ("archived", "false".to_string()),
+            ("properties", self.properties.join(",")),
+        ];
+        if let Some(after) = after {
+            query.push(("after", after.to_string()));
+        }
+        let response = self
+            .kit
+            .send(self.get("/crm/v3/objects/contacts").query(&query))
+            .await?;
+        let server_now = server_time(&response);
+        Ok((read_json(expect_ok(response).await?).await?, server_now))
+    }
+
+    async fn search_page(
+        &self,
+        since: Millis,
+        until: Option<Millis>,
+        offset: u32,
+    ) -> Result<CollectionResponse, ConnectorError> {
+        let mut filters = vec![Filter {
+            property_name: MODIFIED_PROPERTY.into(),
+            operator: "GTE".into(),
+            value: Some(since.to_string()),
+            high_value: None,
+            values: None,
+        }];
+        if let Some(until) = until {
+            filters.push(Filter {
+                property_name: MODIFIED_PROPERTY.into(),
+                operator: "LTE".into(),
+                value: Some(until.to_string()),
+                high_value: None,
+                values: None,
+            });
+        }
+        let request = SearchRequest {
+            filter_groups: vec![FilterGroup { filters }],
+            sorts: vec![Sort {
+                property_name: MODIFIED_PROPERTY.into(),
+                direction: "DESCENDING".into(),
+            }],
+            query: None,
+            properties: self.properties.to_vec(),
+            limit: Some(SEARCH_LIMIT),
+            after: (offset > 0).then(|| offset.to_string()),
+        };
+        let builder = self.post("/crm/v3/objects/contacts/search", &request);
+        let response = self
+            .kit
+            .send_limited(self.search_limiter.as_deref(), builder)
+            .await?;
+        read_json(expect_ok(response).await?).await
+    }
+
+    /// Send one batch write; returns the body of a 200/201/207, or the error of the whole call.
+    async fn batch_write(
+        &self,
+        action: &str,
+        inputs: Vec<BatchWriteInput>,
+    ) -> Result<BatchResponse, ConnectorError> {
+        let path = format!("/crm/v3/objects/contacts/batch/{action}");
+        let response = self
+            .kit
+            .send(self.post(&path, &BatchInputs { inputs }))
+            .await?;
+        read_json(expect_ok(response).await?).await
+    }
+
+    /// Write one chunk of at most [`BATCH_LIMIT`] writes; outcomes in input order.
+    async fn write_chunk(&self, writes: &[&Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let creates = writes.iter().all(|w| w.op == WriteOp::Create);
+        let inputs = writes
+            .iter()
+            .enumerate()
+            .map(|(index, write)| {
+                let mut properties: BTreeMap<String, String> = write
+                    .fields
+                    .iter()
+                    .filter_map(|(path, value)| {
+                        Some((property_of(path)?.to_string(), to_property(value)))
+                    })
+                    .collect();
+                let (id, id_property) = match &write.op {
+                    WriteOp::Create => {
+                        properties
+                            .entry(KEY_PROPERTY.into())
+                            .or_insert_with(|| write.key.clone());
+                        (write.key.clone(), Some(KEY_PROPERTY.to_string()))
+                    }
+                    WriteOp::Update { id } => (id.clone(), None),
+                };
+                BatchWriteInput {
+                    id: Some(id),
+                    id_property,
+                    properties,
+                    object_write_trace_id: Some(index.to_string()),
+                    associations: None,
+                }
+            })
+            .collect();
+        let action = if creates { "upsert" } else { "update" };
+        let response = match self.batch_write(action, inputs).await {
+            Ok(response) => response,
+            // Without a per-input answer, a rejected batch is retried one write at a time
+            // so that one bad record fails alone.
+            Err(error) if error.kind() == tandem_core::ErrorKind::BadRecord && writes.len() > 1 => {
+                let mut outcomes = Vec::with_capacity(writes.len());
+                for write in writes {
+                    let single = Box::pin(self.write_chunk(std::slice::from_ref(write))).await?;
+                    outcomes.extend(single);
+                }
+                return Ok(outcomes);
+            }
+            Err(error) if error.kind() == tandem_core::ErrorKind::BadRecord => {
+                return Ok(vec![Err(error)]);
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(match_outcomes(writes, response))
+    }
+}
+
+impl Connector for HubSpotClient {
+    async fn check(&self) -> Result<(), ConnectorError> {
+        let response = self
+            .kit
+            .send(
+                self.get("/crm/v3/objects/contacts")
+                    .query(&[("limit", "1")]),
+            )
+            .await?;
+        expect_ok(response).await.map(drop)
+    }
+
+    async fn poll(&self, cursor: Option<&str>) -> Result<Page, ConnectorError> {
+        let cursor = match cursor {
+            None => Cursor::List {
+                after: None,
+                started_at: 0,
+            },
+            Some(text) => serde_json::from_str(text).map_err(|e| ConnectorError::Protocol {
+                vendor: VENDOR,
+                message: format!("stored cursor {text:?} is not a HubSpot cursor: {e}"),
+            })?,
+        };
+        let (records, next, more, full_listing) = match cursor {
+            Cursor::List { after, started_at } => {
+                let (page, server_now) = self.list_page(after.as_deref()).await?;
+                // The listing's own start, by the server's clock, is where searching picks up.
+                let started_at = if after.is_none() {
+                    server_now.unwrap_or_else(now_millis)
+                } else {
+                    started_at
+                };
+                let next_after = page.paging.and_then(|p| p.next).map(|n| n.after);
+                let records = page
+                    .results
+                    .into_iter()
+                    .map(to_record)
+                    .collect::<Result<Vec<_>, _>>()?;
+                match next_after {
+                    Some(after) => (
+                        records,
+                        Cursor::List {
+                            after: Some(after),
+                            started_at,
+                        },
+                        true,
+                        true,
+                    ),
+                    None => (
+                        records,
+                        Cursor::CaughtUp {
+                            watermark: started_at,
+                        },
+                        false,
+                        true,
+                    ),
+                }
+            }
+            Cursor::CaughtUp { watermark } => {
+                let since = watermark - self.overlap;
+                self.search_step(since, None, 0, watermark).await?
+            }
+            Cursor::Search {
+                since,
+                until,
+                offset,
+                newest,
+            } => self.search_step(since, until, offset, newest).await?,
+        };
+        let cursor = serde_json::to_string(&next).expect("cursors serialize");
+        Ok(Page {
+            records,
+            cursor,
+            more,
+            full_listing,
+        })
+    }
+
+    async fn lookup(&self, keys: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(BATCH_LIMIT) {
+            let request = BatchReadRequest {
+                inputs: chunk
+                    .iter()
+                    .map(|key| BatchId { id: key.clone() })
+                    .collect(),
+                id_property: Some(KEY_PROPERTY.into()),
+                properties: self.properties.to_vec(),
+                properties_with_history: Vec::new(),
+            };
+            let response = self
+                .kit
+                .send(self.post("/crm/v3/objects/contacts/batch/read", &request))
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                continue;
+            }
+            let body: BatchResponse = read_json(expect_ok(response).await?).await?;
+            for contact in body.results {
+                found.push(to_record(contact)?);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn apply(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        // Creates go to batch/upsert and updates to batch/update; each keeps its input position.
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
+        for creates in [true, false] {
+            let positions: Vec<usize> = (0..writes.len())
+                .filter(|&i| (writes[i].op == WriteOp::Create) == creates)
+                .collect();
+            for chunk in positions.chunks(BATCH_LIMIT) {
+                let batch: Vec<&Write> = chunk.iter().map(|&i| &writes[i]).collect();
+                for (&i, outcome) in chunk.iter().zip(self.write_chunk(&batch).await?) {
+                    outcomes[i] = Some(outcome);
+                }
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every write has an outcome"))
+            .collect())
+    }
+}
+
+impl HubSpotClient {
+    async fn search_step(
+        &self,
+        since: Millis,
+        until: Option<Millis>,
+        offset: u32,
+        newest: Millis,
+    ) -> Result<(Vec<Record>, Cursor, bool, bool), ConnectorError> {
+        let page = self.search_page(since, until, offset).await?;
+        let records = page
+            .results
+            .into_iter()
+            .map(to_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        let newest = records
+            .iter()
+            .map(|r| r.updated_at)
+            .fold(newest, Millis::max);
+        let next_offset = page
+            .paging
+            .and_then(|p| p.next)
+            .and_then(|n| n.after.parse::<u32>().ok());
+        let next = match next_offset {
+            None => Cursor::CaughtUp { watermark: newest },
+            Some(next) if next + SEARCH_LIMIT <= SEARCH_CAP => Cursor::Search {
+                since,
+                until,
+                offset: next,
+                newest,
+            },
+            Some(_) => {
+                // The cap is reached: search again below the oldest change of this page.
+                // Contacts sharing that instant are read twice, which is harmless.
+                let oldest = records.iter().map(|r| r.updated_at).min().unwrap_or(since);
+                let until = if Some(oldest) == until {
+                    tracing::warn!(
+                        at = oldest,
+                        "More than 10,000 contacts share one modification time; skipping past it."
+                    );
+                    oldest - 1
+                } else {
+                    oldest
+                };
+                Cursor::Search {
+                    since,
+                    until: Some(until),
+                    offset: 0,
+                    newest,
+                }
+            }
+        };
+        let more = !matches!(next, Cursor::CaughtUp { .. });
+        Ok((records, next, more, false))
+    }
+}
+
+/// Pair batch results and errors with the writes they answer.
+fn match_outcomes(writes: &[&Write], response: BatchResponse) -> Vec<WriteOutcome> {
+    let mut by_trace: HashMap<String, SimplePublicObject> = HashMap::new();
+    let mut by_id: HashMap<String, SimplePublicObject> = HashMap::new();
+    let mut by_email: HashMap<String, SimplePublicObject> = HashMap::new();
+    for result in response.results {
+        if let Some(trace) = &result.object_write_trace_id {
+            by_trace.insert(trace.clone(), result.clone());
+        }
+        if let Some(email) = result
+            .properties
+            .get(KEY_PROPERTY)
+            .cloned()
+            .flatten()
+            .and_then(|e| normalize_key(&e))
+        {
+            by_email.insert(email, result.clone());
+        }
+        by_id.insert(result.id.clone(), result);
+    }
+    let mut errors: HashMap<String, &StandardError> = HashMap::new();
+    for error in &response.errors {
+        for key in ["objectWriteTraceId", "ids", "emails"] {
+            for value in error.context.get(key).into_iter().flatten() {
+                errors.insert(value.clone(), error);
+            }
+        }
+    }
+    writes
+        .iter()
+        .enumerate()
+        .map(|(index, write)| {
+            let trace = index.to_string();
+            let result = by_trace.remove(&trace).or_else(|| match &write.op {
+                WriteOp::Update { id } => by_id.remove(id),
+                WriteOp::Create => by_email.remove(&write.key),
+            });
+            if let Some(result) = result {
+                return to_record(result);
+            }
+            let error = errors.get(&trace).copied().or_else(|| match &write.op {
+                WriteOp::Update { id } => errors.get(id).copied(),
+                WriteOp::Create => errors.get(&write.key).copied(),
+            });
+            Err(ConnectorError::Rejected {
+                vendor: VENDOR,
+                status: 207,
+                message: error.map_or_else(
+                    || "the batch response did not mention this input".to_string(),
+                    |e| format!("{}: {}", e.category, e.message),
+                ),
+            })
+        })
+        .collect()
+}
+
+/// A property value as HubSpot takes it: a string, `""` to clear.
+fn to_property(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items.iter().map(to_property).collect::<Vec<_>>().join(";"),
+        other => other.to_string(),
+    }
+}
+
+/// A contact as a [`Record`]: `properties.<name>` paths, `updatedAt` as the change time.
+pub fn to_record(contact: SimplePublicObject) -> Result<Record, ConnectorError> {
+    let updated_at =
+        parse_rfc3339(&contact.updated_at).ok_or_else(|| ConnectorError::Protocol {
+            vendor: VENDOR,
+            message: format!(
+                "contact {} has an unreadable updatedAt {:?}",
+                contact.id, contact.updated_at
+            ),
+        })?;
+    let key = contact.properties.get(KEY_PROPERTY).cloned().flatten();
+    let fields = contact
+        .properties
+        .into_iter()
+        .map(|(name, value)| {
+            (
+                path_of(&name),
+                value
+                    .filter(|v| !v.is_empty())
+                    .map_or(Value::Null, Value::String),
+            )
+        })
+        .collect();
+    Ok(Record {
+        id: contact.id,
+        key,
+        fields,
+        updated_at,
+        archived: contact.archived,
+    })
+}
+
+/// Turn a non-success status into the error it means for HubSpot.
+async fn expect_ok(response: Response) -> Result<Response, ConnectorError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let code = status.as_u16();
+    let text = body_excerpt(response).await;
+    let body: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
+    let message = if body.message.is_empty() {
+        text
+    } else {
+        body.message
+    };
+    Err(match code {
+        401 | 403 => ConnectorError::Auth {
+            vendor: VENDOR,
+            status: code,
+            message,
+        },
+        _ => ConnectorError::Rejected {
+            vendor: VENDOR,
+            status: code,
+            message,
+        },
+    })
+}
+
+async fn read_json<T: DeserializeOwned>(response: Response) -> Result<T, ConnectorError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| ConnectorError::Protocol {
+            vendor: VENDOR,
+            message: format!("the response body broke off: {e}"),
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| ConnectorError::Protocol {
+        vendor: VENDOR,
+        message: format!("the response is not the expected JSON: {e}"),
+    })
+}

@@ -1,0 +1,702 @@
+//! HTTP handlers of the HubSpot simulator: routing, auth, request parsing and
+//! HubSpot's response and error shapes. The portal's rules live in `state`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tandem_core::clock::{format_millis_z, now_millis, parse_rfc3339};
+
+use super::HubSpotSim;
+use super::state::{DEFAULT_PROPERTIES, InputError, State as Portal};
+use crate::model::{
+    BatchId, BatchInputs, BatchReadRequest, BatchResponse, BatchWriteInput, CollectionResponse,
+    ErrorBody, Filter, NextPage, Paging, SearchRequest, SimplePublicObject, StandardError,
+};
+
+type Query2 = Query<Vec<(String, String)>>;
+
+pub fn router(sim: HubSpotSim) -> Router {
+    Router::new()
+        .route("/crm/v3/objects/contacts", get(list).post(create_one))
+        .route("/crm/v3/objects/contacts/search", post(search))
+        .route("/crm/v3/objects/contacts/batch/{action}", post(batch))
+        .route(
+            "/crm/v3/objects/contacts/{id}",
+            get(read_one).patch(update_one).delete(archive_one),
+        )
+        .route("/crm/v3/properties/contacts", get(properties))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                "resource not found".into(),
+            )
+        })
+        .layer(middleware::from_fn_with_state(sim.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(sim.clone(), stamp_date))
+        .with_state(sim)
+}
+
+/// HubSpot's error JSON.
+fn error(status: StatusCode, category: &str, message: String) -> Response {
+    let body = ErrorBody {
+        status: Some("error".into()),
+        message,
+        correlation_id: Some(uuid::Uuid::new_v4().to_string()),
+        category: Some(category.into()),
+        ..ErrorBody::default()
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn input_error(e: &InputError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut body = json!({
+        "status": "error",
+        "message": e.message,
+        "correlationId": uuid::Uuid::new_v4().to_string(),
+        "category": e.category,
+    });
+    if let Some(property) = &e.property {
+        body["errors"] = json!([{ "message": e.message, "code": e.code, "context": { "propertyName": [property] } }]);
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+fn validation(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message.into())
+}
+
+/// Set `Date` from the simulator's clock, which tests can move forward.
+async fn stamp_date(State(sim): State<HubSpotSim>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let now = tandem_core::clock::now_millis() + sim.lock().clock_offset;
+    if let Ok(value) = tandem_core::clock::format_http_date(now).parse() {
+        response.headers_mut().insert(header::DATE, value);
+    }
+    response
+}
+
+async fn authenticate(State(sim): State<HubSpotSim>, request: Request, next: Next) -> Response {
+    sim.lock().stats.requests += 1;
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match header.and_then(|h| h.strip_prefix("Bearer ")) {
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_AUTHENTICATION",
+            "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview".into(),
+        ),
+        Some(token) if token != sim.config.token => error(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_AUTHENTICATION",
+            "The OAuth token used to make this call expired or is not valid.".into(),
+        ),
+        Some(_) => next.run(request).await,
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        validation(format!(
+            "Invalid input JSON on line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// The `properties` parameter, repeated or comma-separated; HubSpot's defaults when absent.
+fn requested_properties(query: &[(String, String)]) -> Vec<String> {
+    let names: Vec<String> = query
+        .iter()
+        .filter(|(k, _)| k == "properties")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        DEFAULT_PROPERTIES.map(String::from).to_vec()
+    } else {
+        names
+    }
+}
+
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn list(State(sim): State<HubSpotSim>, Query(query): Query2) -> Response {
+    let limit = match param(&query, "limit").map(str::parse::<u32>) {
+        None => 10,
+        Some(Ok(n)) if (1..=sim.config.list_limit).contains(&n) => n as usize,
+        Some(_) => {
+            return validation(format!(
+                "limit must be between 1 and {}",
+                sim.config.list_limit
+            ));
+        }
+    };
+    let start = match param(&query, "after").map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return validation("after is not a valid paging cursor"),
+    };
+    let archived = param(&query, "archived") == Some("true");
+    let properties = requested_properties(&query);
+    let portal = sim.lock();
+    let mut ids = portal
+        .contacts
+        .range(start..)
+        .filter(|(_, c)| c.archived.is_some() == archived)
+        .map(|(id, _)| *id);
+    let results: Vec<SimplePublicObject> = ids
+        .by_ref()
+        .take(limit)
+        .map(|id| portal.to_object(id, Some(&properties)))
+        .collect();
+    let paging = ids.next().map(|next| Paging {
+        next: Some(NextPage {
+            after: next.to_string(),
+            link: Some(format!("?after={next}")),
+        }),
+    });
+    axum::Json(CollectionResponse {
+        total: None,
+        results,
+        paging,
+    })
+    .into_response()
+}
+
+async fn properties(State(sim): State<HubSpotSim>) -> Response {
+    let portal = sim.lock();
+    let results: Vec<Value> = portal
+        .schema
+        .values()
+        .map(|def| {
+            json!({
+                "name": def.name, "label": def.name, "type": def.kind, "fieldType": "text", "groupName": "contactinformation",
+                "description": "", "options": def.options.iter().map(|o| json!({"label": o, "value": o, "hidden": false})).collect::<Vec<_>>(),
+                "hubspotDefined": true, "modificationMetadata": { "archivable": false, "readOnlyDefinition": true, "readOnlyValue": def.read_only },
+            })
+        })
+        .collect();
+    axum::Json(json!({ "results": results })).into_response()
+}
+
+async fn read_one(
+    State(sim): State<HubSpotSim>,
+    Path(id): Path<String>,
+    Query(query): Query2,
+) -> Response {
+    let properties = requested_properties(&query);
+    let portal = sim.lock();
+    match portal.resolve(&id, param(&query, "idProperty")) {
+        Ok(Some(found)) => axum::Json(portal.to_object(found, Some(&properties))).into_response(),
+        Ok(None) => input_error(&InputError::not_found(&id)),
+        Err(e) => input_error(&e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PropertiesBody {
+    properties: BTreeMap<String, String>,
+}
+
+async fn create_one(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
+    let body: PropertiesBody = match parse_body(&body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let mut portal = sim.lock();
+    if let Err(e) = portal.validate(&body.properties, None) {
+        return input_error(&e);
+    }
+    let id = portal.create(body.properties);
+    (StatusCode::CREATED, axum::Json(portal.to_object(id, None))).into_response()
+}
+
+async fn update_one(
+    State(sim): State<HubSpotSim>,
+    Path(id): Path<String>,
+    Query(query): Query2,
+    body: Bytes,
+) -> Response {
+    let body: PropertiesBody = match parse_body(&body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let mut portal = sim.lock();
+    let found = match portal.resolve(&id, param(&query, "idProperty")) {
+        Ok(Some(found)) => found,
+        Ok(None) => return input_error(&InputError::not_found(&id)),
+        Err(e) => return input_error(&e),
+    };
+    if let Err(e) = portal.validate(&body.properties, Some(found)) {
+        return input_error(&e);
+    }
+    portal.write_unchecked(found, body.properties);
+    axum::Json(portal.to_object(found, None)).into_response()
+}
+
+async fn archive_one(State(sim): State<HubSpotSim>, Path(id): Path<String>) -> Response {
+    let mut portal = sim.lock();
+    if let Ok(Some(found)) = portal.resolve(&id, None) {
+        portal.archive(found);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
+    let request: SearchRequest = match parse_body(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let config = &sim.config;
+    let limit = request.limit.unwrap_or(10);
+    if limit > config.search_limit {
+        return validation(format!(
+            "limit must be less than or equal to {}",
+            config.search_limit
+        ));
+    }
+    let offset = match request.after.as_deref().map(str::parse::<u32>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return validation("after must be an integer"),
+    };
+    if offset >= config.search_cap {
+        return validation(format!(
+            "The search API can page through at most {} results; narrow the filters.",
+            config.search_cap
+        ));
+    }
+    let groups = &request.filter_groups;
+    let filters: usize = groups.iter().map(|g| g.filters.len()).sum();
+    if groups.len() > 5 || groups.iter().any(|g| g.filters.len() > 6) || filters > 18 {
+        return validation(
+            "Too many filters: at most 5 filter groups of 6 filters, 18 filters in all",
+        );
+    }
+    if request.sorts.len() > 1 {
+        return validation("Only one sort is supported");
+    }
+    if request.query.as_ref().is_some_and(|q| q.len() > 3000) {
+        return validation("query must be at most 3000 characters");
+    }
+    let properties = if request.properties.is_empty() {
+        DEFAULT_PROPERTIES.map(String::from).to_vec()
+    } else {
+        request.properties.clone()
+    };
+    let portal = sim.lock();
+    let matches = match matching_ids(&portal, &request) {
+        Ok(ids) => ids,
+        Err(response) => return response,
+    };
+    let total = matches.len();
+    let end = (offset as usize + limit as usize)
+        .min(total)
+        .min(config.search_cap as usize);
+    let results: Vec<SimplePublicObject> = matches
+        .get(offset as usize..end)
+        .unwrap_or_default()
+        .iter()
+        .map(|&id| portal.to_object(id, Some(&properties)))
+        .collect();
+    let paging = (end < total).then(|| Paging {
+        next: Some(NextPage {
+            after: end.to_string(),
+            link: None,
+        }),
+    });
+    axum::Json(CollectionResponse {
+        total: Some(total as u64),
+        results,
+        paging,
+    })
+    .into_response()
+}
+
+/// Ids of live contacts matching the search, in its sort order.
+fn matching_ids(portal: &Portal, request: &SearchRequest) -> Result<Vec<u64>, Response> {
+    for filter in request.filter_groups.iter().flat_map(|g| &g.filters) {
+        if !portal.schema.contains_key(&filter.property_name) {
+            return Err(validation(format!(
+                "There was a problem with the request: property {} does not exist",
+                filter.property_name
+            )));
+        }
+        if !OPERATORS.contains(&filter.operator.as_str()) {
+            return Err(validation(format!("Unknown operator {}", filter.operator)));
+        }
+    }
+    let sort = request.sorts.first();
+    if let Some(sort) = sort
+        && !portal.schema.contains_key(&sort.property_name)
+    {
+        return Err(validation(format!(
+            "Cannot sort on unknown property {}",
+            sort.property_name
+        )));
+    }
+    let descending = sort.is_some_and(|s| s.direction.eq_ignore_ascii_case("DESCENDING"));
+    let matches_request = |id: u64| {
+        let contact = &portal.contacts[&id];
+        let text = request.query.as_deref().map(str::to_lowercase);
+        let query_ok = text.is_none_or(|q| {
+            contact
+                .properties
+                .values()
+                .any(|v| v.to_lowercase().contains(&q))
+        });
+        let groups_ok = request.filter_groups.is_empty()
+            || request.filter_groups.iter().any(|g| {
+                g.filters
+                    .iter()
+                    .all(|f| filter_matches(portal, f, contact.properties.get(&f.property_name)))
+            });
+        query_ok && groups_ok
+    };
+    // Changes searched by modification time are the common case: walk the index.
+    if sort.is_some_and(|s| s.property_name == "lastmodifieddate") {
+        let walk: Box<dyn Iterator<Item = &(i64, u64)>> = if descending {
+            Box::new(portal.modified.iter().rev())
+        } else {
+            Box::new(portal.modified.iter())
+        };
+        return Ok(walk
+            .map(|(_, id)| *id)
+            .filter(|&id| matches_request(id))
+            .collect());
+    }
+    let mut ids: Vec<u64> = portal
+        .live_ids()
+        .filter(|&id| matches_request(id))
+        .collect();
+    if let Some(sort) = sort {
+        let key = |id: &u64| {
+            portal.contacts[id]
+                .properties
+                .get(&sort.property_name)
+                .map(|v| sortable(portal, &sort.property_name, v))
+        };
+        ids.sort_by(|a, b| {
+            let order = key(a)
+                .partial_cmp(&key(b))
+                .unwrap_or(std::cmp::Ordering::Equal);
+            if descending { order.reverse() } else { order }.then(a.cmp(b))
+        });
+    }
+    Ok(ids)
+}
+
+const OPERATORS: [&str; 13] = [
+    "EQ",
+    "NEQ",
+    "LT",
+    "LTE",
+    "GT",
+    "GTE",
+    "BETWEEN",
+    "IN",
+    "NOT_IN",
+    "HAS_PROPERTY",
+    "NOT_HAS_PROPERTY",
+    "CONTAINS_TOKEN",
+    "NOT_CONTAINS_TOKEN",
+];
+
+/// A value as it compares: dates and numbers as numbers, text case-insensitively.
+#[derive(PartialEq, PartialOrd)]
+enum Sortable {
+    Number(f64),
+    Text(String),
+}
+
+fn sortable(portal: &Portal, property: &str, value: &str) -> Sortable {
+    let kind = portal
+        .schema
+        .get(property)
+        .map(|d| d.kind.as_str())
+        .unwrap_or("string");
+    match kind {
+        "datetime" | "date" => Sortable::Number(
+            value
+                .parse::<f64>()
+                .ok()
+                .or_else(|| parse_rfc3339(value).map(|ms| ms as f64))
+                .unwrap_or(f64::NAN),
+        ),
+        "number" => Sortable::Number(value.parse().unwrap_or(f64::NAN)),
+        _ => Sortable::Text(value.to_lowercase()),
+    }
+}
+
+fn filter_matches(portal: &Portal, filter: &Filter, actual: Option<&String>) -> bool {
+    let name = &filter.property_name;
+    let cmp = |wanted: &Option<String>| -> Option<std::cmp::Ordering> {
+        let actual = sortable(portal, name, actual?);
+        actual.partial_cmp(&sortable(portal, name, wanted.as_deref()?))
+    };
+    use std::cmp::Ordering::*;
+    match filter.operator.as_str() {
+        "HAS_PROPERTY" => actual.is_some(),
+        "NOT_HAS_PROPERTY" => actual.is_none(),
+        "EQ" => cmp(&filter.value) == Some(Equal),
+        "NEQ" => cmp(&filter.value) != Some(Equal),
+        "LT" => cmp(&filter.value) == Some(Less),
+        "LTE" => matches!(cmp(&filter.value), Some(Less | Equal)),
+        "GT" => cmp(&filter.value) == Some(Greater),
+        "GTE" => matches!(cmp(&filter.value), Some(Greater | Equal)),
+        "BETWEEN" => {
+            matches!(cmp(&filter.value), Some(Greater | Equal))
+                && matches!(cmp(&filter.high_value), Some(Less | Equal))
+        }
+        "IN" | "NOT_IN" => {
+            let found = filter
+                .values
+                .iter()
+                .flatten()
+                .any(|v| cmp(&Some(v.clone())) == Some(Equal));
+            found == (filter.operator == "IN")
+        }
+        "CONTAINS_TOKEN" | "NOT_CONTAINS_TOKEN" => {
+            let token = filter
+                .value
+                .as_deref()
+                .unwrap_or_default()
+                .trim_matches('*')
+                .to_lowercase();
+            let found = actual.is_some_and(|v| {
+                v.to_lowercase()
+                    .split(|c: char| !c.is_alphanumeric() && c != '@' && c != '.')
+                    .any(|w| w.contains(&token))
+            });
+            found == (filter.operator == "CONTAINS_TOKEN")
+        }
+        _ => false,
+    }
+}
+
+async fn batch(
+    State(sim): State<HubSpotSim>,
+    Path(action): Path<String>,
+    Query(query): Query2,
+    body: Bytes,
+) -> Response {
+    let started = format_millis_z(now_millis());
+    let count = match parse_body::<BatchInputs<Value>>(&body) {
+        Ok(inputs) => inputs.inputs.len(),
+        Err(response) => return response,
+    };
+    if count > sim.config.batch_limit {
+        return validation(format!(
+            "The maximum number of inputs supported in a batch request is {}; got {count}",
+            sim.config.batch_limit
+        ));
+    }
+    match action.as_str() {
+        "read" => match parse_body::<BatchReadRequest>(&body) {
+            Ok(request) => batch_read(&sim, request, started),
+            Err(response) => response,
+        },
+        "archive" => match parse_body::<BatchInputs<BatchId>>(&body) {
+            Ok(request) => {
+                let mut portal = sim.lock();
+                for input in request.inputs {
+                    if let Ok(Some(id)) = portal.resolve(&input.id, None) {
+                        portal.archive(id);
+                    }
+                }
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(response) => response,
+        },
+        "create" | "update" | "upsert" => match parse_body::<BatchInputs<BatchWriteInput>>(&body) {
+            Ok(request) => batch_write(&sim, &action, request.inputs, started),
+            Err(response) => response,
+        },
+        _ => {
+            let _ = query;
+            error(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                format!("Unknown batch action {action}"),
+            )
+        }
+    }
+}
+
+fn batch_read(sim: &HubSpotSim, request: BatchReadRequest, started: String) -> Response {
+    let properties = if request.properties.is_empty() {
+        DEFAULT_PROPERTIES.map(String::from).to_vec()
+    } else {
+        request.properties
+    };
+    let portal = sim.lock();
+    let mut results = Vec::new();
+    let mut missing = Vec::new();
+    for input in &request.inputs {
+        match portal.resolve(&input.id, request.id_property.as_deref()) {
+            Ok(Some(id)) => results.push(portal.to_object(id, Some(&properties))),
+            Ok(None) => missing.push(input.id.clone()),
+            Err(e) => return input_error(&e),
+        }
+    }
+    let errors = if missing.is_empty() {
+        vec![]
+    } else {
+        vec![StandardError {
+            status: "error".into(),
+            category: "OBJECT_NOT_FOUND".into(),
+            message: "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.".into(),
+            context: BTreeMap::from([("ids".to_string(), missing)]),
+            errors: vec![],
+        }]
+    };
+    batch_response(StatusCode::OK, results, errors, started)
+}
+
+fn batch_response(
+    success: StatusCode,
+    results: Vec<SimplePublicObject>,
+    errors: Vec<StandardError>,
+    started: String,
+) -> Response {
+    let status = if errors.is_empty() {
+        success
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let body = BatchResponse {
+        status: "COMPLETE".into(),
+        results,
+        num_errors: (!errors.is_empty()).then_some(errors.len() as u32),
+        errors,
+        started_at: Some(started),
+        completed_at: Some(format_millis_z(now_millis())),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Create, update or upsert. Inputs that fail are answered one by one in a 207
+/// when every one of them carries an `objectWriteTraceId`; otherwise the first
+/// failure fails the whole batch and nothing is written, as HubSpot does.
+fn batch_write(
+    sim: &HubSpotSim,
+    action: &str,
+    inputs: Vec<BatchWriteInput>,
+    started: String,
+) -> Response {
+    let mut portal = sim.lock();
+    // Resolve and validate every input before writing any.
+    let mut planned: Vec<Result<Option<u64>, InputError>> = Vec::with_capacity(inputs.len());
+    let mut emails_in_batch = HashSet::new();
+    for input in &inputs {
+        let target = match action {
+            "create" => Ok(None),
+            _ => {
+                let id = input.id.clone().unwrap_or_default();
+                let id_property = input.id_property.as_deref();
+                match portal.resolve(&id, id_property) {
+                    Ok(Some(found)) => Ok(Some(found)),
+                    Ok(None) if action == "upsert" && id_property == Some("email") => Ok(None),
+                    Ok(None) if action == "upsert" => Err(InputError {
+                        status: 400,
+                        category: "VALIDATION_ERROR",
+                        message: "Upsert needs a unique idProperty, such as email".into(),
+                        code: "INVALID_ID_PROPERTY",
+                        property: None,
+                    }),
+                    Ok(None) => Err(InputError::not_found(&id)),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let checked = target.and_then(|target| {
+            let mut values = input.properties.clone();
+            if action == "upsert" && target.is_none() {
+                values.insert("email".into(), input.id.clone().unwrap_or_default());
+            }
+            portal.validate(&values, target)?;
+            if let Some(email) = values.get("email").map(|e| e.trim().to_lowercase())
+                && !emails_in_batch.insert(email.clone())
+            {
+                return Err(InputError {
+                    status: 400,
+                    category: "VALIDATION_ERROR",
+                    message: format!("Duplicate email {email} in one batch"),
+                    code: "DUPLICATE",
+                    property: Some("email".into()),
+                });
+            }
+            Ok(target)
+        });
+        planned.push(checked);
+    }
+    let all_traced = inputs.iter().all(|i| i.object_write_trace_id.is_some());
+    if !all_traced && let Some(Err(first)) = planned.iter().find(|p| p.is_err()) {
+        return input_error(first);
+    }
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for (input, plan) in inputs.into_iter().zip(planned) {
+        match plan {
+            Err(e) => errors.push(StandardError {
+                status: "error".into(),
+                category: e.category.into(),
+                message: e.message,
+                context: BTreeMap::from([(
+                    "objectWriteTraceId".to_string(),
+                    vec![input.object_write_trace_id.unwrap_or_default()],
+                )]),
+                errors: vec![],
+            }),
+            Ok(target) => {
+                let mut written: Vec<String> = input.properties.keys().cloned().collect();
+                written
+                    .extend(["createdate", "lastmodifieddate", "hs_object_id"].map(String::from));
+                let (id, new) = match target {
+                    Some(id) => {
+                        portal.write_unchecked(id, input.properties);
+                        (id, false)
+                    }
+                    None => {
+                        let mut values = input.properties;
+                        if action == "upsert" {
+                            values.insert("email".into(), input.id.unwrap_or_default());
+                            written.push("email".into());
+                        }
+                        (portal.create(values), true)
+                    }
+                };
+                let mut object = portal.to_object(id, Some(&written));
+                object.new = (action == "upsert").then_some(new);
+                object.object_write_trace_id = input.object_write_trace_id;
+                results.push(object);
+            }
+        }
+    }
+    let success = if action == "create" {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    batch_response(success, results, errors, started)
+}

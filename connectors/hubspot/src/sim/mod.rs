@@ -1,0 +1,183 @@
+//! An in-memory simulator of the HubSpot CRM v3 contacts API, served with axum.
+//!
+//! It implements what tandem's client uses, the way HubSpot does it: Bearer
+//! auth, the contact list with `after` paging, search with filters, sorts, the
+//! 200-per-page limit and the 10,000-result cap, batch read/create/update/
+//! upsert/archive with at most 100 inputs and 207 multi-status answers, single
+//! reads by id or email, the properties list, string property values, a
+//! `lastmodifieddate` that advances on every write, and HubSpot's error JSON.
+//! It is a test double: no persistence, no webhooks, no associations.
+
+// Handlers return a ready error `Response` as their `Err`: large, but it is what axum answers with.
+#![allow(clippy::result_large_err)]
+
+mod api;
+mod state;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+pub use state::PropertyDef;
+use state::State;
+
+use crate::model::SimplePublicObject;
+
+/// Settings of a simulator. The limits are HubSpot's; several are not in its
+/// published specification, so they can be changed here.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The one Bearer token the simulator accepts.
+    pub token: String,
+    /// Largest `limit` of the contact list.
+    pub list_limit: u32,
+    /// Largest `limit` of a search.
+    pub search_limit: u32,
+    /// Results one search can page through.
+    pub search_cap: u32,
+    /// Most inputs of a batch call.
+    pub batch_limit: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            token: "sim-hubspot-token".into(),
+            list_limit: 100,
+            search_limit: 200,
+            search_cap: 10_000,
+            batch_limit: 100,
+        }
+    }
+}
+
+/// What a seed file holds: custom properties and contacts in the API's shape
+/// (`id`, `createdAt`, `updatedAt` may be left out).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// Custom contact properties to define besides HubSpot's default ones.
+    #[serde(default)]
+    pub properties: Vec<PropertyDef>,
+    /// Contacts to load.
+    #[serde(default)]
+    pub contacts: Vec<SeedContact>,
+}
+
+/// One contact of a seed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedContact {
+    /// Property values.
+    pub properties: BTreeMap<String, String>,
+    /// ISO 8601 time of the last change; now if absent.
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// ISO 8601 creation time; the change time if absent.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+/// Counters a test can read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Requests answered (any status).
+    pub requests: u64,
+    /// Contacts created, updated or archived.
+    pub writes: u64,
+}
+
+/// A running or ready simulator. Clones share one state.
+#[derive(Clone)]
+pub struct HubSpotSim {
+    state: Arc<Mutex<State>>,
+    config: Arc<SimConfig>,
+}
+
+impl HubSpotSim {
+    /// An empty portal with HubSpot's default contact properties.
+    pub fn new(config: SimConfig) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State::new())),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Load a seed. Seeded values skip validation, as data imported long ago can.
+    pub fn seed(&self, seed: Seed) -> Result<(), String> {
+        self.lock().load(seed)
+    }
+
+    /// The axum router serving the API.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+
+    /// Serve on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Serve on an ephemeral loopback port in the background; returns the base URL.
+    pub async fn spawn(self) -> std::io::Result<String> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(self.serve(listener, std::future::pending()));
+        Ok(format!("http://{address}"))
+    }
+
+    /// The contact with this email (any case), with every property, archived or not.
+    pub fn contact_by_email(&self, email: &str) -> Option<SimplePublicObject> {
+        let state = self.lock();
+        state.find_email(email).map(|id| state.to_object(id, None))
+    }
+
+    /// Every live contact, with every property, in id order.
+    pub fn contacts(&self) -> Vec<SimplePublicObject> {
+        let state = self.lock();
+        state
+            .live_ids()
+            .map(|id| state.to_object(id, None))
+            .collect()
+    }
+
+    /// Set properties of the contact with this email as a person in HubSpot would; returns its id.
+    pub fn edit(&self, email: &str, properties: &[(&str, &str)]) -> Option<String> {
+        let mut state = self.lock();
+        let id = state.find_email(email)?;
+        let values = properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        state.write_unchecked(id, values);
+        Some(id.to_string())
+    }
+
+    /// Move the portal's clock forward: later writes get later `lastmodifieddate`s.
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        self.lock().clock_offset += by.as_millis() as i64;
+    }
+
+    /// Counters of requests and writes so far.
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves no half-written contact behind
+        // (every write is a single insert), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

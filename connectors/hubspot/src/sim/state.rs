@@ -1,0 +1,461 @@
+//! The simulator's portal: contacts, the property schema, validation and the
+//! clock that stamps `lastmodifieddate`. No HTTP here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tandem_core::Millis;
+use tandem_core::clock::{format_millis_z, now_millis, parse_rfc3339};
+
+use super::{Seed, SimStats};
+use crate::model::SimplePublicObject;
+
+/// A contact property definition, as `GET /crm/v3/properties/contacts` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyDef {
+    /// Internal name.
+    pub name: String,
+    /// `string`, `number`, `enumeration`, `datetime`, `bool`, ...
+    #[serde(rename = "type", default = "string_type")]
+    pub kind: String,
+    /// Allowed values of an enumeration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Whether the value is set by HubSpot only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+fn string_type() -> String {
+    "string".into()
+}
+
+/// Properties returned when a request names none.
+pub const DEFAULT_PROPERTIES: [&str; 6] = [
+    "createdate",
+    "email",
+    "firstname",
+    "hs_object_id",
+    "lastmodifieddate",
+    "lastname",
+];
+
+fn default_schema() -> BTreeMap<String, PropertyDef> {
+    let plain = |name: &str, kind: &str| PropertyDef {
+        name: name.into(),
+        kind: kind.into(),
+        options: vec![],
+        read_only: false,
+    };
+    let mut defs = vec![
+        plain("email", "string"),
+        plain("firstname", "string"),
+        plain("lastname", "string"),
+        plain("phone", "string"),
+        plain("mobilephone", "string"),
+        plain("company", "string"),
+        plain("jobtitle", "string"),
+        plain("website", "string"),
+        plain("address", "string"),
+        plain("city", "string"),
+        plain("state", "string"),
+        plain("zip", "string"),
+        plain("country", "string"),
+        plain("hs_email_optout", "bool"),
+        plain("notes_last_updated", "datetime"),
+        PropertyDef {
+            name: "lifecyclestage".into(),
+            kind: "enumeration".into(),
+            options: [
+                "subscriber",
+                "lead",
+                "marketingqualifiedlead",
+                "salesqualifiedlead",
+                "opportunity",
+                "customer",
+                "evangelist",
+                "other",
+            ]
+            .map(String::from)
+            .to_vec(),
+            read_only: false,
+        },
+    ];
+    for name in ["hs_object_id", "createdate", "lastmodifieddate"] {
+        defs.push(PropertyDef {
+            name: name.into(),
+            kind: if name == "hs_object_id" {
+                "number"
+            } else {
+                "datetime"
+            }
+            .into(),
+            options: vec![],
+            read_only: true,
+        });
+    }
+    defs.into_iter().map(|d| (d.name.clone(), d)).collect()
+}
+
+/// One contact as the simulator keeps it.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub properties: BTreeMap<String, String>,
+    pub created: Millis,
+    pub updated: Millis,
+    pub archived: Option<Millis>,
+}
+
+/// A rejected input: HubSpot's category, message, code, and the property concerned.
+#[derive(Debug, Clone)]
+pub struct InputError {
+    pub status: u16,
+    pub category: &'static str,
+    pub message: String,
+    pub code: &'static str,
+    pub property: Option<String>,
+}
+
+impl InputError {
+    /// The `{"isValid":false,...}` entry HubSpot embeds in a validation message.
+    fn validation(name: &str, code: &'static str, message: String) -> Self {
+        let entry = json!([{ "isValid": false, "message": message, "error": code, "name": name, "localizedErrorMessage": message }]);
+        Self {
+            status: 400,
+            category: "VALIDATION_ERROR",
+            message: format!("Property values were not valid: {entry}"),
+            code,
+            property: Some(name.to_string()),
+        }
+    }
+
+    pub fn not_found(id: &str) -> Self {
+        Self {
+            status: 404,
+            category: "OBJECT_NOT_FOUND",
+            message: format!(
+                "Object not found.  objectId are usually numeric. Could not find {id}"
+            ),
+            code: "OBJECT_NOT_FOUND",
+            property: None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    pub schema: BTreeMap<String, PropertyDef>,
+    pub contacts: BTreeMap<u64, Contact>,
+    /// Lowercased email to id, live contacts only.
+    emails: HashMap<String, u64>,
+    /// (lastmodifieddate, id) of live contacts, for searches on changes.
+    pub modified: BTreeSet<(Millis, u64)>,
+    next_id: u64,
+    last_tick: Millis,
+    /// Added to the system clock, so tests can make later edits look later.
+    pub clock_offset: Millis,
+    pub stats: SimStats,
+}
+
+impl State {
+    pub fn new() -> Self {
+        Self {
+            schema: default_schema(),
+            next_id: 1001,
+            ..Self::default()
+        }
+    }
+
+    /// A strictly increasing clock, so every write has its own `lastmodifieddate`.
+    fn tick(&mut self) -> Millis {
+        self.last_tick = (now_millis() + self.clock_offset).max(self.last_tick + 1);
+        self.last_tick
+    }
+
+    pub fn load(&mut self, seed: Seed) -> Result<(), String> {
+        for def in seed.properties {
+            self.schema.insert(def.name.clone(), def);
+        }
+        for (index, contact) in seed.contacts.into_iter().enumerate() {
+            let parse = |field: &Option<String>| match field {
+                None => Ok(None),
+                Some(text) => parse_rfc3339(text)
+                    .map(Some)
+                    .ok_or_else(|| format!("contact {index}: unreadable time {text:?}")),
+            };
+            let updated = parse(&contact.updated_at)?.unwrap_or_else(|| self.tick());
+            let created = parse(&contact.created_at)?.unwrap_or(updated);
+            if let Some(unknown) = contact
+                .properties
+                .keys()
+                .find(|k| !self.schema.contains_key(*k))
+            {
+                return Err(format!(
+                    "contact {index}: property {unknown:?} is not defined"
+                ));
+            }
+            let mut properties = contact.properties;
+            if let Some(email) = properties.get_mut("email") {
+                *email = email.trim().to_lowercase();
+                if self.emails.contains_key(email.as_str()) {
+                    return Err(format!("contact {index}: email {email} is used twice"));
+                }
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.insert(
+                id,
+                Contact {
+                    properties,
+                    created,
+                    updated,
+                    archived: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, id: u64, mut contact: Contact) {
+        contact
+            .properties
+            .insert("hs_object_id".into(), id.to_string());
+        contact
+            .properties
+            .insert("createdate".into(), format_millis_z(contact.created));
+        contact
+            .properties
+            .insert("lastmodifieddate".into(), format_millis_z(contact.updated));
+        if let Some(old) = self.contacts.get(&id) {
+            self.modified.remove(&(old.updated, id));
+            if let Some(email) = old.properties.get("email") {
+                self.emails.remove(email);
+            }
+        }
+        if contact.archived.is_none() {
+            self.modified.insert((contact.updated, id));
+            if let Some(email) = contact.properties.get("email").filter(|e| !e.is_empty()) {
+                self.emails.insert(email.clone(), id);
+            }
+        }
+        self.contacts.insert(id, contact);
+    }
+
+    pub fn find_email(&self, email: &str) -> Option<u64> {
+        self.emails.get(&email.trim().to_lowercase()).copied()
+    }
+
+    pub fn live_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.contacts
+            .iter()
+            .filter(|(_, c)| c.archived.is_none())
+            .map(|(id, _)| *id)
+    }
+
+    /// Resolve an id, or a value of `id_property` (only `email` and `hs_object_id` are unique).
+    pub fn resolve(&self, id: &str, id_property: Option<&str>) -> Result<Option<u64>, InputError> {
+        match id_property {
+            None | Some("hs_object_id") => Ok(id
+                .parse()
+                .ok()
+                .filter(|n| self.contacts.get(n).is_some_and(|c| c.archived.is_none()))),
+            Some("email") => Ok(self.find_email(id)),
+            Some(other) => Err(InputError {
+                status: 400,
+                category: "VALIDATION_ERROR",
+                message: format!("Property {other} is not a unique identifier property"),
+                code: "INVALID_ID_PROPERTY",
+                property: Some(other.to_string()),
+            }),
+        }
+    }
+
+    /// Check values a client wants to write, as HubSpot does.
+    pub fn validate(
+        &self,
+        values: &BTreeMap<String, String>,
+        existing: Option<u64>,
+    ) -> Result<(), InputError> {
+        for (name, value) in values {
+            let Some(def) = self.schema.get(name) else {
+                return Err(InputError::validation(
+                    name,
+                    "PROPERTY_DOESNT_EXIST",
+                    format!("Property \"{name}\" does not exist"),
+                ));
+            };
+            if def.read_only {
+                return Err(InputError::validation(
+                    name,
+                    "READ_ONLY_VALUE",
+                    format!("\"{name}\" is a read only property; its value cannot be set."),
+                ));
+            }
+            if value.is_empty() {
+                continue;
+            }
+            match def.kind.as_str() {
+                "enumeration" if !def.options.iter().any(|o| o == value) => {
+                    return Err(InputError::validation(
+                        name,
+                        "INVALID_OPTION",
+                        format!(
+                            "{value} was not one of the allowed options: {}",
+                            def.options.join(", ")
+                        ),
+                    ));
+                }
+                "number" if value.parse::<f64>().is_err() => {
+                    return Err(InputError::validation(
+                        name,
+                        "INVALID_INTEGER",
+                        format!("{value} is not a valid number"),
+                    ));
+                }
+                "bool" if value != "true" && value != "false" => {
+                    return Err(InputError::validation(
+                        name,
+                        "INVALID_BOOLEAN",
+                        format!("{value} is not a valid boolean"),
+                    ));
+                }
+                "datetime" | "date"
+                    if value.parse::<i64>().is_err() && parse_rfc3339(value).is_none() =>
+                {
+                    return Err(InputError::validation(
+                        name,
+                        "INVALID_DATE",
+                        format!("{value} is not a valid date"),
+                    ));
+                }
+                _ => {}
+            }
+            if name == "email" {
+                if !looks_like_email(value) {
+                    return Err(InputError::validation(
+                        name,
+                        "INVALID_EMAIL",
+                        format!("Email address {value} is invalid"),
+                    ));
+                }
+                if let Some(other) = self
+                    .find_email(value)
+                    .filter(|other| Some(*other) != existing)
+                {
+                    return Err(InputError {
+                        status: 409,
+                        category: "CONFLICT",
+                        message: format!("Contact already exists. Existing ID: {other}"),
+                        code: "CONFLICT",
+                        property: Some("email".into()),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Create a contact from validated values.
+    pub fn create(&mut self, values: BTreeMap<String, String>) -> u64 {
+        let now = self.tick();
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut properties = BTreeMap::new();
+        apply_values(&mut properties, values);
+        self.insert(
+            id,
+            Contact {
+                properties,
+                created: now,
+                updated: now,
+                archived: None,
+            },
+        );
+        self.stats.writes += 1;
+        id
+    }
+
+    /// Set validated values on a contact; an empty string clears a property.
+    pub fn write_unchecked(&mut self, id: u64, values: BTreeMap<String, String>) {
+        let now = self.tick();
+        let Some(mut contact) = self.contacts.get(&id).cloned() else {
+            return;
+        };
+        apply_values(&mut contact.properties, values);
+        contact.updated = now;
+        self.insert(id, contact);
+        self.stats.writes += 1;
+    }
+
+    pub fn archive(&mut self, id: u64) {
+        let now = self.tick();
+        if let Some(mut contact) = self
+            .contacts
+            .get(&id)
+            .cloned()
+            .filter(|c| c.archived.is_none())
+        {
+            contact.archived = Some(now);
+            contact.updated = now;
+            self.insert(id, contact);
+            self.stats.writes += 1;
+        }
+    }
+
+    /// A contact in the API's shape, with the requested properties (`None`: all of them).
+    pub fn to_object(&self, id: u64, requested: Option<&[String]>) -> SimplePublicObject {
+        let contact = &self.contacts[&id];
+        let properties = match requested {
+            None => contact
+                .properties
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect(),
+            Some(names) => names
+                .iter()
+                .filter(|name| self.schema.contains_key(*name))
+                .map(|name| (name.clone(), contact.properties.get(name).cloned()))
+                .collect(),
+        };
+        SimplePublicObject {
+            id: id.to_string(),
+            properties,
+            created_at: format_millis_z(contact.created),
+            updated_at: format_millis_z(contact.updated),
+            archived: contact.archived.is_some(),
+            archived_at: contact.archived.map(format_millis_z),
+            new: None,
+            object_write_trace_id: None,
+        }
+    }
+}
+
+fn apply_values(properties: &mut BTreeMap<String, String>, values: BTreeMap<String, String>) {
+    for (name, value) in values {
+        let value = if name == "email" {
+            value.trim().to_lowercase()
+        } else {
+            value
+        };
+        if value.is_empty() {
+            properties.remove(&name);
+        } else {
+            properties.insert(name, value);
+        }
+    }
+}
+
+/// HubSpot's check is stricter than a regex can state; this one asks for a
+/// local part, one `@`, and a dotted domain without empty labels or spaces.
+pub fn looks_like_email(value: &str) -> bool {
+    let Some((local, domain)) = value.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !value.contains(char::is_whitespace)
+        && !domain.contains('@')
+        && domain.contains('.')
+        && domain.split('.').all(|label| !label.is_empty())
+}

@@ -1,0 +1,513 @@
+//! The Mailchimp Marketing v3 client for one audience: listing members by
+//! `last_changed`, lookups by subscriber hash, batch subscribe for creates and
+//! PATCH for updates.
+//!
+//! Polling sorts by `last_changed`, newest first, and pages by offset from the
+//! watermark minus an overlap window. Newest first means a member edited while
+//! we page moves to a page already read, so it comes again on the next poll
+//! instead of shifting another member out of sight. Creates never touch an
+//! existing member's consent: they send `status_if_new`, never `status`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tandem_core::clock::{format_seconds_offset, now_millis, parse_rfc3339};
+use tandem_core::{
+    Connector, ConnectorError, HttpKit, HttpSettings, Millis, Page, Record, Write, WriteOp,
+    WriteOutcome, body_excerpt, normalize_key, server_time,
+};
+
+use crate::model::{
+    BatchMember, BatchSubscribe, BatchSubscribeResponse, Member, MembersPage, Problem,
+};
+use crate::{KEY_FIELD, VENDOR, merge_tag_of, subscriber_hash};
+
+/// Most members of one batch subscribe.
+pub const BATCH_LIMIT: usize = 500;
+/// Most members of one page.
+pub const PAGE_LIMIT: u32 = 1000;
+
+/// Settings of a Mailchimp client.
+#[derive(Debug, Clone)]
+pub struct MailchimpConfig {
+    /// `https://<dc>.api.mailchimp.com/3.0`; see [`MailchimpConfig::base_url_for_key`].
+    pub base_url: String,
+    /// The API key (`<hex>-<dc>`) or OAuth token, sent as HTTP Basic password.
+    pub api_key: SecretString,
+    /// The audience (list) id.
+    pub list_id: String,
+    /// Status of members created by tandem. Existing members keep theirs.
+    pub status_if_new: String,
+    /// How far behind the watermark each poll starts again.
+    pub overlap: Duration,
+    /// Members per page (at most 1000).
+    pub page_size: u32,
+    /// Timeouts, retries, and at most 10 connections per user, shared with every other integration.
+    pub http: HttpSettings,
+}
+
+impl MailchimpConfig {
+    /// Defaults for the real API: 8 connections (of the user's 10), `subscribed` for new members.
+    pub fn new(
+        base_url: impl Into<String>,
+        api_key: SecretString,
+        list_id: impl Into<String>,
+    ) -> Self {
+        let mut http = HttpSettings::new(VENDOR);
+        http.max_concurrency = Some(8);
+        http.timeout = Duration::from_secs(120);
+        Self {
+            base_url: base_url.into(),
+            api_key,
+            list_id: list_id.into(),
+            status_if_new: "subscribed".into(),
+            overlap: Duration::from_secs(60),
+            page_size: PAGE_LIMIT,
+            http,
+        }
+    }
+
+    /// The API root named by the datacenter suffix of an API key (`…-us6`).
+    pub fn base_url_for_key(api_key: &str) -> Option<String> {
+        let (_, dc) = api_key.rsplit_once('-')?;
+        (!dc.is_empty() && dc.chars().all(|c| c.is_ascii_alphanumeric()))
+            .then(|| format!("https://{dc}.api.mailchimp.com/3.0"))
+    }
+}
+
+/// Where polling stands, stored by the engine between polls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+enum Cursor {
+    /// Paging members changed after `since` (all members if none), newest first.
+    Listing {
+        since: Option<Millis>,
+        offset: u32,
+        newest: Millis,
+    },
+    /// Caught up: the newest change seen.
+    CaughtUp { watermark: Millis },
+}
+
+/// A Mailchimp client for one audience. Cheap to clone.
+#[derive(Clone)]
+pub struct MailchimpClient {
+    kit: HttpKit,
+    base: String,
+    key: SecretString,
+    list: String,
+    status_if_new: String,
+    overlap: Millis,
+    page_size: u32,
+}
+
+impl MailchimpClient {
+    /// Build a client; no request is made.
+    pub fn new(config: MailchimpConfig) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            kit: HttpKit::new(config.http)?,
+            base: config.base_url.trim_end_matches('/').to_string(),
+            key: config.api_key,
+            list: config.list_id,
+            status_if_new: config.status_if_new,
+            overlap: config.overlap.as_millis() as Millis,
+            page_size: config.page_size.clamp(1, PAGE_LIMIT),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.kit
+            .client()
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth("tandem", Some(self.key.expose_secret()))
+    }
+
+    fn member_path(&self, hash: &str) -> String {
+        format!("/lists/{}/members/{hash}", self.list)
+    }
+
+    async fn page(
+        &self,
+        since: Option<Millis>,
+        offset: u32,
+    ) -> Result<(MembersPage, Option<Millis>), ConnectorError> {
+        let mut query = vec![
+            ("count", self.page_size.to_string()),
+            ("offset", offset.to_string()),
+            ("sort_field", "last_changed".to_string()),
+            ("sort_dir", "DESC".to_string()),
+        ];
+        if let Some(since) = since {
+            // reqwest encodes the `+` of `+00:00` as `%2B`, as Mailchimp needs.
+            query.push(("since_last_changed", format_seconds_offset(since)));
+        }
+        let path = format!("/lists/{}/members", self.list);
+        let response = self
+            .kit
+            .send(self.request(reqwest::Method::GET, &path).query(&query))
+            .await?;
+        let server_now = server_time(&response);
+        Ok((read_json(expect_ok(response).await?).await?, server_now))
+    }
+
+    async fn create_chunk(&self, writes: &[&Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let members = writes
+            .iter()
+            .map(|write| self.batch_member(write))
+            .collect();
+        let body = BatchSubscribe {
+            members,
+            update_existing: true,
+            sync_tags: None,
+        };
+        let path = format!("/lists/{}?skip_merge_validation=true", self.list);
+        let response = self
+            .kit
+            .send(self.request(reqwest::Method::POST, &path).json(&body))
+            .await?;
+        let answer: BatchSubscribeResponse = read_json(expect_ok(response).await?).await?;
+        let mut done: HashMap<String, Member> = HashMap::new();
+        for member in answer.new_members.into_iter().chain(answer.updated_members) {
+            if let Some(key) = normalize_key(&member.email_address) {
+                done.insert(key, member);
+            }
+        }
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for error in answer.errors {
+            let message = match (&error.field, &error.field_message) {
+                (Some(field), Some(detail)) => format!("{} ({field}: {detail})", error.error),
+                _ => error.error.clone(),
+            };
+            if let Some(key) = normalize_key(&error.email_address) {
+                failed.insert(key, message);
+            }
+        }
+        Ok(writes
+            .iter()
+            .map(|write| match done.remove(&write.key) {
+                Some(member) => to_record(member),
+                None => Err(ConnectorError::Rejected {
+                    vendor: VENDOR,
+                    status: 200,
+                    message: failed.remove(&write.key).unwrap_or_else(|| {
+                        "the batch response did not mention this member".to_string()
+                    }),
+                }),
+            })
+            .collect())
+    }
+
+    fn batch_member(&self, write: &Write) -> BatchMember {
+        let body = member_body(write);
+        let mut member = BatchMember {
+            email_address: write.key.clone(),
+            status_if_new: Some(self.status_if_new.clone()),
+            ..BatchMember::default()
+        };
+        for (name, value) in body {
+            match (name.as_str(), value) {
+                ("merge_fields", Value::Object(fields)) => {
+                    member.merge_fields = fields.into_iter().collect()
+                }
+                // Consent is changed only by an explicit status write, never implied by a create.
+                ("status", Value::String(status)) => member.status = Some(status),
+                ("email_address", _) => {}
+                (_, value) => {
+                    member.extra.insert(name, value);
+                }
+            }
+        }
+        member
+    }
+
+    async fn update_one(&self, id: &str, write: &Write) -> WriteOutcome {
+        let body = Value::Object(member_body(write));
+        let path = format!("{}?skip_merge_validation=true", self.member_path(id));
+        let response = self
+            .kit
+            .send(self.request(reqwest::Method::PATCH, &path).json(&body))
+            .await?;
+        to_record(read_json(expect_ok(response).await?).await?)
+    }
+}
+
+impl Connector for MailchimpClient {
+    async fn check(&self) -> Result<(), ConnectorError> {
+        let path = format!("/lists/{}", self.list);
+        let response = self
+            .kit
+            .send(
+                self.request(reqwest::Method::GET, &path)
+                    .query(&[("fields", "id,name")]),
+            )
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Err(ConnectorError::Settings {
+                vendor: VENDOR,
+                message: format!(
+                    "audience (list) {:?} does not exist for this API key",
+                    self.list
+                ),
+            });
+        }
+        expect_ok(response).await.map(drop)
+    }
+
+    async fn poll(&self, cursor: Option<&str>) -> Result<Page, ConnectorError> {
+        let cursor = match cursor {
+            None => Cursor::Listing {
+                since: None,
+                offset: 0,
+                newest: 0,
+            },
+            Some(text) => serde_json::from_str(text).map_err(|e| ConnectorError::Protocol {
+                vendor: VENDOR,
+                message: format!("stored cursor {text:?} is not a Mailchimp cursor: {e}"),
+            })?,
+        };
+        let (since, offset, newest) = match cursor {
+            Cursor::Listing {
+                since,
+                offset,
+                newest,
+            } => (since, offset, newest),
+            // `last_changed` has whole seconds and "changed after" may be strict: one more
+            // second keeps a change made in the watermark's own second in view.
+            Cursor::CaughtUp { watermark } => (Some(watermark - self.overlap - 1000), 0, watermark),
+        };
+        let (page, server_now) = self.page(since, offset).await?;
+        // The first page fixes the watermark at the server's clock: anything changed
+        // after it is newer and is read by the next poll.
+        let newest = if offset == 0 {
+            newest.max(server_now.unwrap_or_else(now_millis))
+        } else {
+            newest
+        };
+        let read = offset as u64 + page.members.len() as u64;
+        let records = page
+            .members
+            .into_iter()
+            .map(to_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        let more = !records.is_empty() && read < page.total_items;
+        let next = if more {
+            Cursor::Listing {
+                since,
+                offset: read as u32,
+                newest,
+            }
+        } else {
+            Cursor::CaughtUp { watermark: newest }
+        };
+        Ok(Page {
+            records,
+            cursor: serde_json::to_string(&next).expect("cursors serialize"),
+            more,
+            full_listing: since.is_none(),
+        })
+    }
+
+    async fn lookup(&self, keys: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for key in keys {
+            let client = self.clone();
+            let path = self.member_path(&subscriber_hash(key));
+            tasks.spawn(async move {
+                let response = client
+                    .kit
+                    .send(client.request(reqwest::Method::GET, &path))
+                    .await?;
+                if response.status() == StatusCode::NOT_FOUND {
+                    return Ok(None);
+                }
+                to_record(read_json(expect_ok(response).await?).await?).map(Some)
+            });
+        }
+        let mut found = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let result = joined.map_err(|e| ConnectorError::Protocol {
+                vendor: VENDOR,
+                message: format!("lookup task failed: {e}"),
+            })?;
+            found.extend(result?);
+        }
+        Ok(found)
+    }
+
+    async fn apply(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
+        let creates: Vec<usize> = (0..writes.len())
+            .filter(|&i| writes[i].op == WriteOp::Create)
+            .collect();
+        for chunk in creates.chunks(BATCH_LIMIT) {
+            let batch: Vec<&Write> = chunk.iter().map(|&i| &writes[i]).collect();
+            for (&i, outcome) in chunk.iter().zip(self.create_chunk(&batch).await?) {
+                outcomes[i] = Some(outcome);
+            }
+        }
+        // Updates go one member at a time (Mailchimp has no batch update that leaves
+        // consent alone), concurrently within the connection limit.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, write) in writes.iter().enumerate() {
+            if let WriteOp::Update { id } = &write.op {
+                let (client, id, write) = (self.clone(), id.clone(), write.clone());
+                tasks.spawn(async move { (i, client.update_one(&id, &write).await) });
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (i, outcome) = joined.map_err(|e| ConnectorError::Protocol {
+                vendor: VENDOR,
+                message: format!("write task failed: {e}"),
+            })?;
+            // A failure of the whole service fails the call; a rejection belongs to the record.
+            match outcome {
+                Err(error) if error.kind() != tandem_core::ErrorKind::BadRecord => {
+                    return Err(error);
+                }
+                outcome => outcomes[i] = Some(outcome),
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every write has an outcome"))
+            .collect())
+    }
+}
+
+/// A write's fields as a member body: `merge_fields.X` nested, empty as `""`.
+fn member_body(write: &Write) -> Map<String, Value> {
+    let mut body = Map::new();
+    let mut merge = Map::new();
+    for (path, value) in &write.fields {
+        let value = if value.is_null() {
+            Value::String(String::new())
+        } else {
+            value.clone()
+        };
+        match merge_tag_of(path) {
+            Some(tag) => {
+                merge.insert(tag.to_string(), value);
+            }
+            None => {
+                body.insert(path.clone(), value);
+            }
+        }
+    }
+    if !merge.is_empty() {
+        body.insert("merge_fields".into(), Value::Object(merge));
+    }
+    body
+}
+
+/// A member as a [`Record`]: member fields by name, merge fields as `merge_fields.<TAG>`.
+pub fn to_record(member: Member) -> Result<Record, ConnectorError> {
+    let updated_at =
+        parse_rfc3339(&member.last_changed).ok_or_else(|| ConnectorError::Protocol {
+            vendor: VENDOR,
+            message: format!(
+                "member {} has an unreadable last_changed {:?}",
+                member.id, member.last_changed
+            ),
+        })?;
+    let mut fields = tandem_core::FieldMap::new();
+    for (tag, value) in member.merge_fields {
+        let value = match value {
+            Value::String(text) if text.is_empty() => Value::Null,
+            other => other,
+        };
+        fields.insert(format!("merge_fields.{tag}"), value);
+    }
+    for name in ["email_type", "language", "vip"] {
+        if let Some(value) = member.extra.get(name) {
+            let value = if value.as_str() == Some("") {
+                Value::Null
+            } else {
+                value.clone()
+            };
+            fields.insert(name.to_string(), value);
+        }
+    }
+    fields.insert(
+        KEY_FIELD.into(),
+        Value::String(member.email_address.clone()),
+    );
+    fields.insert("status".into(), Value::String(member.status.clone()));
+    Ok(Record {
+        id: member.id,
+        key: Some(member.email_address),
+        archived: member.status == "archived",
+        fields,
+        updated_at,
+    })
+}
+
+/// Turn a non-success status into the error it means for Mailchimp.
+async fn expect_ok(response: Response) -> Result<Response, ConnectorError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let code = status.as_u16();
+    let text = body_excerpt(response).await;
+    let problem: Problem = serde_json::from_str(&text).unwrap_or_default();
+    // Under heavy load Mailchimp may answer 403 with no body: that is throttling, not a rejection.
+    if code == 403 && text.trim().is_empty() {
+        return Err(ConnectorError::RateLimited {
+            vendor: VENDOR,
+            retry_after: None,
+        });
+    }
+    let mut message = if problem.title.is_empty() {
+        text
+    } else {
+        format!("{}: {}", problem.title, problem.detail)
+    };
+    for field in &problem.errors {
+        message.push_str(&format!(" [{}: {}]", field.field, field.message));
+    }
+    Err(match code {
+        401 | 403 => ConnectorError::Auth {
+            vendor: VENDOR,
+            status: code,
+            message,
+        },
+        _ => ConnectorError::Rejected {
+            vendor: VENDOR,
+            status: code,
+            message,
+        },
+    })
+}
+
+async fn read_json<T: DeserializeOwned>(response: Response) -> Result<T, ConnectorError> {
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| ConnectorError::Protocol {
+            vendor: VENDOR,
+            message: format!("the response body broke off: {e}"),
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| ConnectorError::Protocol {
+        vendor: VENDOR,
+        message: format!("the response is not the expected JSON: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_datacenter_comes_from_the_key_suffix() {
+        assert_eq!(
+            MailchimpConfig::base_url_for_key("0123456789abcdef0123456789abcdef-us6").as_deref(),
+            Some("https://us6.api.mailchimp.com/3.0")
+        );
+        assert_eq!(MailchimpConfig::base_url_for_key("nodatacenter"), None);
+    }
+}

@@ -1,0 +1,162 @@
+//! Mailchimp Marketing v3 request and response bodies for list members, as the
+//! official specification and SDK types name them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A list member, with the fields tandem reads; others are kept in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The subscriber hash: MD5 of the lowercased email. Changes with the email.
+    pub id: String,
+    /// The email address.
+    pub email_address: String,
+    /// `subscribed`, `unsubscribed`, `cleaned`, `pending`, `transactional` or `archived`.
+    pub status: String,
+    /// Merge field values by tag: strings, numbers or an address object.
+    #[serde(default)]
+    pub merge_fields: BTreeMap<String, Value>,
+    /// When the member last changed, ISO 8601 with offset.
+    #[serde(default)]
+    pub last_changed: String,
+    /// Every other field as the API returned it.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// `GET /lists/{list_id}/members`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembersPage {
+    /// The members of this page.
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// The list.
+    #[serde(default)]
+    pub list_id: String,
+    /// Members matching the query, across pages.
+    pub total_items: u64,
+}
+
+/// One member of a batch subscribe (`POST /lists/{list_id}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchMember {
+    /// The email address.
+    pub email_address: String,
+    /// The member's status, which overwrites an existing member's consent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The status a new member gets; an existing member keeps theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_if_new: Option<String>,
+    /// Merge field values by tag.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub merge_fields: BTreeMap<String, Value>,
+    /// Other member fields (`language`, `vip`, `email_type`).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// Body of a batch subscribe: at most 500 members.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchSubscribe {
+    /// Members to add or update.
+    pub members: Vec<BatchMember>,
+    /// Whether to update members that exist already instead of reporting an error.
+    #[serde(default)]
+    pub update_existing: bool,
+    /// Whether the given tags replace the member's tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_tags: Option<bool>,
+}
+
+/// One failed member of a batch subscribe, reported inside a 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchError {
+    /// The member's email address.
+    pub email_address: String,
+    /// What went wrong.
+    pub error: String,
+    /// `ERROR_CONTACT_EXISTS` or `ERROR_GENERIC`.
+    #[serde(default)]
+    pub error_code: String,
+    /// The field concerned, if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The message about that field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_message: Option<String>,
+}
+
+/// Answer of a batch subscribe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchSubscribeResponse {
+    /// Members created.
+    #[serde(default)]
+    pub new_members: Vec<Member>,
+    /// Members updated.
+    #[serde(default)]
+    pub updated_members: Vec<Member>,
+    /// Members that failed.
+    #[serde(default)]
+    pub errors: Vec<BatchError>,
+    /// How many were created.
+    #[serde(default)]
+    pub total_created: u64,
+    /// How many were updated.
+    #[serde(default)]
+    pub total_updated: u64,
+    /// How many failed.
+    #[serde(default)]
+    pub error_count: u64,
+}
+
+/// A `problem+json` error body; Mailchimp marks all five fields required.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    /// A documentation URL.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// `Invalid Resource`, `API Key Invalid`, `Resource Not Found`, ...
+    #[serde(default)]
+    pub title: String,
+    /// HTTP status.
+    #[serde(default)]
+    pub status: u16,
+    /// What went wrong.
+    #[serde(default)]
+    pub detail: String,
+    /// An id of this error.
+    #[serde(default)]
+    pub instance: String,
+    /// Field errors of `Invalid Resource`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// One field error of a `problem+json` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// The field.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_member_and_keeps_unknown_fields() {
+        let body = r#"{"id":"55502f40dc8b7c769880b10874abc9d0","email_address":"test@example.com","status":"subscribed",
+            "merge_fields":{"FNAME":"Ada","ADDRESS":{"addr1":"1 Main St"}},"last_changed":"2024-05-02T08:30:00+00:00",
+            "timestamp_opt":"","web_id":1234,"list_id":"abc"}"#;
+        let member: Member = serde_json::from_str(body).unwrap();
+        assert_eq!(member.merge_fields["FNAME"], "Ada");
+        assert_eq!(member.extra["web_id"], 1234);
+        let back = serde_json::to_value(&member).unwrap();
+        assert_eq!(back["timestamp_opt"], "");
+    }
+}

@@ -1,0 +1,195 @@
+//! An in-memory simulator of the Mailchimp Marketing v3 API for one audience,
+//! served with axum under `/3.0`.
+//!
+//! It implements what tandem's client uses, the way Mailchimp does it: Basic
+//! or Bearer auth with an API key whose suffix names the datacenter, members
+//! listed with `count`/`offset`, `since_last_changed` and sorting on
+//! `last_changed`, `fields`/`exclude_fields`, members read and written by
+//! subscriber hash (or email), batch subscribe with per-member errors inside a
+//! 200, archive by DELETE, merge field validation, `last_changed` advancing on
+//! every change, and `problem+json` errors. It is a test double: one audience,
+//! no persistence, no webhooks, no tags endpoint.
+
+// Handlers return a ready error `Response` as their `Err`: large, but it is what axum answers with.
+#![allow(clippy::result_large_err)]
+
+mod api;
+mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub use state::MergeFieldDef;
+use state::State;
+
+use crate::model::Member;
+
+/// Settings of a simulator. Facts the vendor does not document exactly can be changed here.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The one API key accepted, `<hex>-<dc>`.
+    pub api_key: String,
+    /// The one audience served.
+    pub list_id: String,
+    /// Largest `count` of a page.
+    pub max_count: u32,
+    /// Most members of one batch subscribe.
+    pub batch_limit: usize,
+    /// Whether `since_last_changed` includes members changed at exactly that second
+    /// (Mailchimp documents "changed after"; the default reads that as strict).
+    pub since_inclusive: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            api_key: "0123456789abcdef0123456789abcdef-us6".into(),
+            list_id: "a1b2c3d4e5".into(),
+            max_count: 1000,
+            batch_limit: 500,
+            since_inclusive: false,
+        }
+    }
+}
+
+/// What a seed file holds: extra merge fields and members in the API's shape.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// Merge fields to define besides Mailchimp's defaults (FNAME, LNAME, ADDRESS, PHONE, BIRTHDAY).
+    #[serde(default)]
+    pub merge_fields: Vec<MergeFieldDef>,
+    /// Members to load.
+    #[serde(default)]
+    pub members: Vec<SeedMember>,
+}
+
+/// One member of a seed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedMember {
+    /// The email address.
+    pub email_address: String,
+    /// The status; `subscribed` if absent.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Merge field values by tag.
+    #[serde(default)]
+    pub merge_fields: std::collections::BTreeMap<String, Value>,
+    /// ISO 8601 time of the last change; now if absent.
+    #[serde(default)]
+    pub last_changed: Option<String>,
+}
+
+/// Counters a test can read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Requests answered (any status).
+    pub requests: u64,
+    /// Members created, updated or archived.
+    pub writes: u64,
+}
+
+/// A running or ready simulator. Clones share one state.
+#[derive(Clone)]
+pub struct MailchimpSim {
+    state: Arc<Mutex<State>>,
+    config: Arc<SimConfig>,
+}
+
+impl MailchimpSim {
+    /// An empty audience with Mailchimp's default merge fields.
+    pub fn new(config: SimConfig) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State::new(&config.list_id))),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Load a seed. Seeded values skip validation, as data imported long ago can.
+    pub fn seed(&self, seed: Seed) -> Result<(), String> {
+        self.lock().load(seed)
+    }
+
+    /// The axum router serving the API under `/3.0`.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+
+    /// Serve on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Serve on an ephemeral loopback port in the background; returns the API root (`…/3.0`).
+    pub async fn spawn(self) -> std::io::Result<String> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let address = listener.local_addr()?;
+        tokio::spawn(self.serve(listener, std::future::pending()));
+        Ok(format!("http://{address}/3.0"))
+    }
+
+    /// The member with this email (any case), archived or not.
+    pub fn member(&self, email: &str) -> Option<Member> {
+        let state = self.lock();
+        state
+            .get(&crate::subscriber_hash(email))
+            .map(|m| state.render(m))
+    }
+
+    /// Every member that is not archived, newest change last.
+    pub fn members(&self) -> Vec<Member> {
+        let state = self.lock();
+        state
+            .by_change()
+            .filter(|m| m.status != "archived")
+            .map(|m| state.render(m))
+            .collect()
+    }
+
+    /// Set merge fields of the member with this email as a subscriber would in a form.
+    pub fn edit(&self, email: &str, merge_fields: &[(&str, &str)]) -> Option<String> {
+        let mut state = self.lock();
+        let hash = crate::subscriber_hash(email);
+        state.get(&hash)?;
+        let values = merge_fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        state.update(&hash, None, None, values);
+        Some(hash)
+    }
+
+    /// Move the audience's clock forward: later writes get later `last_changed` times.
+    pub fn advance_clock(&self, by: std::time::Duration) {
+        self.lock().clock_offset += by.as_millis() as i64;
+    }
+
+    /// Refuse these addresses as "fake or invalid", as Mailchimp does for some.
+    pub fn reject_emails(&self, emails: &[&str]) {
+        self.lock().rejected_emails = emails.iter().map(|e| e.trim().to_lowercase()).collect();
+    }
+
+    /// Counters of requests and writes so far.
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every write is a single insert, so a poisoned lock holds no half-written member.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

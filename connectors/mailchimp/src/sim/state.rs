@@ -1,0 +1,473 @@
+//! The simulator's audience: members, merge field definitions, validation and
+//! the clock that stamps `last_changed`. No HTTP here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tandem_core::Millis;
+use tandem_core::clock::{format_seconds_offset, now_millis, parse_rfc3339};
+
+use super::{Seed, SimStats};
+use crate::model::{FieldError, Member};
+use crate::subscriber_hash;
+
+/// A merge field definition, as `GET /lists/{id}/merge-fields` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeFieldDef {
+    /// The tag (`FNAME`).
+    pub tag: String,
+    /// The label.
+    #[serde(default)]
+    pub name: String,
+    /// `text`, `number`, `address`, `phone`, `date`, `birthday`, `url`, `dropdown`, ...
+    #[serde(rename = "type", default = "text_type")]
+    pub kind: String,
+    /// Whether new members need a value.
+    #[serde(default)]
+    pub required: bool,
+}
+
+fn text_type() -> String {
+    "text".into()
+}
+
+/// Statuses a client may set.
+pub const STATUSES: [&str; 5] = [
+    "subscribed",
+    "unsubscribed",
+    "cleaned",
+    "pending",
+    "transactional",
+];
+
+/// One member as the simulator keeps it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub email: String,
+    pub status: String,
+    pub merge_fields: BTreeMap<String, Value>,
+    pub language: String,
+    pub vip: bool,
+    pub email_type: String,
+    pub contact_id: String,
+    pub web_id: u64,
+    pub signed_up: Millis,
+    /// Milliseconds, strictly increasing; shown to clients at second precision.
+    pub changed: Millis,
+}
+
+/// A rejected write: Mailchimp's title, detail and field errors, and the status code.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub status: u16,
+    pub title: &'static str,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl Rejection {
+    pub fn invalid(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
+        Self {
+            status: 400,
+            title: "Invalid Resource",
+            detail: detail.into(),
+            errors,
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self {
+            status: 404,
+            title: "Resource Not Found",
+            detail: "The requested resource could not be found.".into(),
+            errors: vec![],
+        }
+    }
+}
+
+pub struct State {
+    pub list_id: String,
+    pub merge_defs: Vec<MergeFieldDef>,
+    members: HashMap<String, Stored>,
+    /// (changed, hash) of every member, for listing by `last_changed`.
+    changes: BTreeSet<(Millis, String)>,
+    last_tick: Millis,
+    next_web_id: u64,
+    /// Added to the system clock, so tests can make later edits look later.
+    pub clock_offset: Millis,
+    /// Addresses refused as "fake or invalid", lowercased.
+    pub rejected_emails: Vec<String>,
+    pub stats: SimStats,
+}
+
+impl State {
+    pub fn new(list_id: &str) -> Self {
+        let def = |tag: &str, name: &str, kind: &str| MergeFieldDef {
+            tag: tag.into(),
+            name: name.into(),
+            kind: kind.into(),
+            required: false,
+        };
+        Self {
+            list_id: list_id.to_string(),
+            merge_defs: vec![
+                def("FNAME", "First Name", "text"),
+                def("LNAME", "Last Name", "text"),
+                def("ADDRESS", "Address", "address"),
+                def("PHONE", "Phone Number", "phone"),
+                def("BIRTHDAY", "Birthday", "birthday"),
+            ],
+            members: HashMap::new(),
+            changes: BTreeSet::new(),
+            last_tick: 0,
+            next_web_id: 100_001,
+            clock_offset: 0,
+            rejected_emails: Vec::new(),
+            stats: SimStats::default(),
+        }
+    }
+
+    fn tick(&mut self) -> Millis {
+        self.last_tick = (now_millis() + self.clock_offset).max(self.last_tick + 1);
+        self.last_tick
+    }
+
+    pub fn load(&mut self, seed: Seed) -> Result<(), String> {
+        for def in seed.merge_fields {
+            if !self.merge_defs.iter().any(|d| d.tag == def.tag) {
+                self.merge_defs.push(def);
+            }
+        }
+        for (index, member) in seed.members.into_iter().enumerate() {
+            let changed = match &member.last_changed {
+                Some(text) => parse_rfc3339(text)
+                    .ok_or_else(|| format!("member {index}: unreadable last_changed {text:?}"))?,
+                None => self.tick(),
+            };
+            let hash = subscriber_hash(&member.email_address);
+            if self.members.contains_key(&hash) {
+                return Err(format!(
+                    "member {index}: {} is listed twice",
+                    member.email_address
+                ));
+            }
+            if let Some(tag) = member
+                .merge_fields
+                .keys()
+                .find(|t| !self.merge_defs.iter().any(|d| &d.tag == *t))
+            {
+                return Err(format!("member {index}: merge field {tag} is not defined"));
+            }
+            let stored = self.new_member(
+                &member.email_address,
+                member.status.unwrap_or_else(|| "subscribed".into()),
+                member.merge_fields,
+                changed,
+            );
+            self.put(hash, stored);
+        }
+        Ok(())
+    }
+
+    fn new_member(
+        &mut self,
+        email: &str,
+        status: String,
+        merge_fields: BTreeMap<String, Value>,
+        changed: Millis,
+    ) -> Stored {
+        let web_id = self.next_web_id;
+        self.next_web_id += 1;
+        Stored {
+            email: email.trim().to_string(),
+            status,
+            merge_fields,
+            language: String::new(),
+            vip: false,
+            email_type: "html".into(),
+            contact_id: format!(
+                "{:032x}",
+                u128::from(web_id).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)
+            ),
+            web_id,
+            signed_up: changed,
+            changed,
+        }
+    }
+
+    fn put(&mut self, hash: String, member: Stored) {
+        if let Some(old) = self.members.get(&hash) {
+            self.changes.remove(&(old.changed, hash.clone()));
+        }
+        self.changes.insert((member.changed, hash.clone()));
+        self.members.insert(hash, member);
+    }
+
+    /// A member by subscriber hash, or by email address (Mailchimp accepts both).
+    pub fn get(&self, id: &str) -> Option<&Stored> {
+        self.members
+            .get(id)
+            .or_else(|| self.members.get(&subscriber_hash(id)))
+    }
+
+    pub fn hash_of(&self, id: &str) -> Option<String> {
+        if self.members.contains_key(id) {
+            return Some(id.to_string());
+        }
+        let hash = subscriber_hash(id);
+        self.members.contains_key(&hash).then_some(hash)
+    }
+
+    /// Members ordered by last change, oldest first.
+    pub fn by_change(&self) -> impl DoubleEndedIterator<Item = &Stored> + '_ {
+        self.changes.iter().map(|(_, hash)| &self.members[hash])
+    }
+
+    /// Check an email and merge fields for a write; `creating` also checks required fields.
+    pub fn validate(
+        &self,
+        email: Option<&str>,
+        status: Option<&str>,
+        merge_fields: &BTreeMap<String, Value>,
+        creating: bool,
+        skip_merge_validation: bool,
+    ) -> Result<(), Rejection> {
+        if let Some(email) = email
+            && (!looks_like_email(email)
+                || self.rejected_emails.contains(&email.trim().to_lowercase()))
+        {
+            return Err(Rejection::invalid(
+                format!("{email} looks fake or invalid, please enter a real email address."),
+                vec![FieldError {
+                    field: "email_address".into(),
+                    message: "Please provide a valid email address.".into(),
+                }],
+            ));
+        }
+        if let Some(status) = status
+            && !STATUSES.contains(&status)
+        {
+            return Err(Rejection::invalid(
+                "The resource submitted could not be validated. For field-specific details, see the 'errors' array.",
+                vec![FieldError {
+                    field: "status".into(),
+                    message: format!("Status must be one of: {}", STATUSES.join(", ")),
+                }],
+            ));
+        }
+        let mut errors = Vec::new();
+        for (tag, value) in merge_fields {
+            match self.merge_defs.iter().find(|d| &d.tag == tag) {
+                None => errors.push(FieldError {
+                    field: tag.clone(),
+                    message: format!("Merge field \"{tag}\" does not exist on this audience."),
+                }),
+                Some(def) if def.kind == "number" && !value_is_number(value) => {
+                    errors.push(FieldError {
+                        field: tag.clone(),
+                        message: "Please enter a number".into(),
+                    })
+                }
+                Some(def) if def.kind == "address" && !(value.is_object() || value == "") => errors
+                    .push(FieldError {
+                        field: tag.clone(),
+                        message: "Please enter a complete address".into(),
+                    }),
+                Some(def)
+                    if !(matches!(def.kind.as_str(), "number" | "address")
+                        || value.is_string()
+                        || value.is_number()) =>
+                {
+                    errors.push(FieldError {
+                        field: tag.clone(),
+                        message: "Please enter a text value".into(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        if creating && !skip_merge_validation {
+            for def in self.merge_defs.iter().filter(|d| d.required) {
+                if merge_fields.get(&def.tag).is_none_or(|v| v == "") {
+                    errors.push(FieldError {
+                        field: def.tag.clone(),
+                        message: "This value should not be blank.".into(),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Rejection::invalid(
+                "Your merge fields were invalid.",
+                errors,
+            ))
+        }
+    }
+
+    /// Create a member from validated values; returns its hash.
+    pub fn create(
+        &mut self,
+        email: &str,
+        status: &str,
+        merge_fields: BTreeMap<String, Value>,
+        extra: &BTreeMap<String, Value>,
+    ) -> String {
+        let changed = self.tick();
+        let mut member = self.new_member(email, status.to_string(), BTreeMap::new(), changed);
+        merge_into(&mut member.merge_fields, merge_fields);
+        apply_extra(&mut member, extra);
+        let hash = subscriber_hash(email);
+        self.put(hash.clone(), member);
+        self.stats.writes += 1;
+        hash
+    }
+
+    /// Change a member from validated values; a new email renames it. Returns its (new) hash.
+    pub fn update(
+        &mut self,
+        hash: &str,
+        email: Option<&str>,
+        status: Option<&str>,
+        merge_fields: BTreeMap<String, Value>,
+    ) -> String {
+        self.update_with(hash, email, status, merge_fields, &BTreeMap::new())
+    }
+
+    pub fn update_with(
+        &mut self,
+        hash: &str,
+        email: Option<&str>,
+        status: Option<&str>,
+        merge_fields: BTreeMap<String, Value>,
+        extra: &BTreeMap<String, Value>,
+    ) -> String {
+        let changed = self.tick();
+        let Some(mut member) = self.members.get(hash).cloned() else {
+            return hash.to_string();
+        };
+        self.changes.remove(&(member.changed, hash.to_string()));
+        member.changed = changed;
+        if let Some(status) = status {
+            member.status = status.to_string();
+        }
+        merge_into(&mut member.merge_fields, merge_fields);
+        apply_extra(&mut member, extra);
+        let mut key = hash.to_string();
+        if let Some(email) = email.filter(|e| subscriber_hash(e) != hash) {
+            self.members.remove(hash);
+            member.email = email.trim().to_string();
+            key = subscriber_hash(email);
+        }
+        self.put(key.clone(), member);
+        self.stats.writes += 1;
+        key
+    }
+
+    pub fn archive(&mut self, hash: &str) {
+        if self
+            .members
+            .get(hash)
+            .is_some_and(|m| m.status != "archived")
+        {
+            self.update(hash, None, Some("archived"), BTreeMap::new());
+        }
+    }
+
+    /// The member in the API's shape.
+    pub fn render(&self, m: &Stored) -> Member {
+        let hash = subscriber_hash(&m.email);
+        let mut merge_fields: BTreeMap<String, Value> = self
+            .merge_defs
+            .iter()
+            .map(|d| (d.tag.clone(), Value::String(String::new())))
+            .collect();
+        merge_fields.extend(m.merge_fields.clone());
+        let extra = json!({
+            "unique_email_id": &hash[..10],
+            "contact_id": m.contact_id,
+            "full_name": format!("{} {}", text(&m.merge_fields, "FNAME"), text(&m.merge_fields, "LNAME")).trim(),
+            "web_id": m.web_id,
+            "email_type": m.email_type,
+            "unsubscribe_reason": if m.status == "unsubscribed" { "N/A (Unsubscribed by an admin)" } else { "" },
+            "consents_to_one_to_one_messaging": true,
+            "interests": {},
+            "stats": { "avg_open_rate": 0, "avg_click_rate": 0 },
+            "ip_signup": "",
+            "timestamp_signup": format_seconds_offset(m.signed_up),
+            "ip_opt": "",
+            "timestamp_opt": format_seconds_offset(m.signed_up),
+            "member_rating": 2,
+            "language": m.language,
+            "vip": m.vip,
+            "email_client": "",
+            "location": { "latitude": 0, "longitude": 0, "gmtoff": 0, "dstoff": 0, "country_code": "", "timezone": "", "region": "" },
+            "source": "API - Generic",
+            "tags_count": 0,
+            "tags": [],
+            "list_id": self.list_id,
+            "_links": [],
+        });
+        Member {
+            id: hash,
+            email_address: m.email.clone(),
+            status: m.status.clone(),
+            merge_fields,
+            last_changed: format_seconds_offset(m.changed),
+            extra: serde_json::from_value(extra).expect("an object"),
+        }
+    }
+}
+
+fn text(fields: &BTreeMap<String, Value>, tag: &str) -> String {
+    fields
+        .get(tag)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn merge_into(target: &mut BTreeMap<String, Value>, values: BTreeMap<String, Value>) {
+    for (tag, value) in values {
+        if value == "" {
+            target.remove(&tag);
+        } else {
+            target.insert(tag, value);
+        }
+    }
+}
+
+fn apply_extra(member: &mut Stored, extra: &BTreeMap<String, Value>) {
+    if let Some(language) = extra.get("language").and_then(Value::as_str) {
+        member.language = language.to_string();
+    }
+    if let Some(vip) = extra.get("vip").and_then(Value::as_bool) {
+        member.vip = vip;
+    }
+    if let Some(kind) = extra.get("email_type").and_then(Value::as_str) {
+        member.email_type = kind.to_string();
+    }
+}
+
+fn value_is_number(value: &Value) -> bool {
+    value.is_number()
+        || value == ""
+        || value
+            .as_str()
+            .is_some_and(|s| s.trim().parse::<f64>().is_ok())
+}
+
+/// A local part, one `@`, and a dotted domain without empty labels or spaces.
+pub fn looks_like_email(value: &str) -> bool {
+    let value = value.trim();
+    let Some((local, domain)) = value.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !value.contains(char::is_whitespace)
+        && !domain.contains('@')
+        && domain.contains('.')
+        && domain.split('.').all(|label| !label.is_empty())
+}

@@ -1,0 +1,165 @@
+//! `tandem bench`: a backfill between the simulators, rate limits off. For each
+//! size N, N contacts exist only in HubSpot and another N only in Mailchimp; one
+//! pass creates every one of them on the other side. The simulators run as
+//! child processes so the peak memory reported is the engine's own.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::demo::{Workspace, write_workspace};
+use crate::engine::{Clock, Engine};
+use crate::fixtures::{Profile, generate};
+
+/// Arguments of `tandem bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Contacts per side; repeat for several runs.
+    #[arg(long = "contacts", default_values_t = [10_000usize, 100_000])]
+    pub contacts: Vec<usize>,
+    /// Print the results as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One run's figures.
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    /// Contacts per side.
+    pub contacts_per_side: usize,
+    /// Records created (both sides).
+    pub records: usize,
+    /// Seconds of the backfill pass.
+    pub backfill_secs: f64,
+    /// Records created per second.
+    pub records_per_sec: f64,
+    /// Seconds of the next pass, which reads back every write and changes nothing.
+    pub quiet_pass_secs: f64,
+    /// Writes the quiet pass made (0 expected).
+    pub quiet_pass_writes: usize,
+    /// Peak resident memory of the engine process during this run, in MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Run the benchmark.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !args.json {
+        println!(
+            "{:>10} {:>10} {:>12} {:>12} {:>12} {:>10}",
+            "per side", "records", "backfill s", "records/s", "quiet s", "peak MiB"
+        );
+    }
+    for &n in &args.contacts {
+        let result = run_one(n).await?;
+        if args.json {
+            println!("{}", serde_json::to_string(&result)?);
+        } else {
+            println!(
+                "{:>10} {:>10} {:>12.2} {:>12.0} {:>12.2} {:>10.1}",
+                result.contacts_per_side,
+                result.records,
+                result.backfill_secs,
+                result.records_per_sec,
+                result.quiet_pass_secs,
+                result.peak_rss_mib
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_one(n: usize) -> anyhow::Result<BenchResult> {
+    let dir = tempfile::tempdir()?;
+    let (hubspot_seed, mailchimp_seed) = generate(Profile::backfill(n), n as u64);
+    std::fs::write(
+        dir.path().join("hubspot-seed.json"),
+        serde_json::to_vec(&hubspot_seed)?,
+    )?;
+    std::fs::write(
+        dir.path().join("mailchimp-seed.json"),
+        serde_json::to_vec(&mailchimp_seed)?,
+    )?;
+    drop((hubspot_seed, mailchimp_seed));
+    let (mut hubspot, hubspot_url) = spawn_sim(dir.path(), "hubspot").await?;
+    let (mut mailchimp, mailchimp_url) = spawn_sim(dir.path(), "mailchimp").await?;
+    let workspace = Workspace {
+        hubspot_url,
+        hubspot_token: "sim-hubspot-token".into(),
+        mailchimp_url,
+        mailchimp_key: "0123456789abcdef0123456789abcdef-us6".into(),
+        list_id: "a1b2c3d4e5".into(),
+        poll_interval_secs: 30,
+        overlap_secs: 5,
+    };
+    let config = Config::load(&write_workspace(dir.path(), &workspace)?)?;
+    reset_peak_rss();
+    let engine = Engine::start(&config, Clock::System).await?;
+    let never = CancellationToken::new();
+    let started = Instant::now();
+    let backfill = engine.pass(&never).await?;
+    let backfill_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let quiet = engine.pass(&never).await?;
+    let quiet_pass_secs = started.elapsed().as_secs_f64();
+    let peak_rss_mib = peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    hubspot.kill().await.ok();
+    mailchimp.kill().await.ok();
+    let pair = &backfill.pairs[0];
+    if pair.created != [n, n] {
+        bail!(
+            "the backfill of {n} per side created {:?} records; problems: {:?}",
+            pair.created,
+            pair.problems
+        );
+    }
+    Ok(BenchResult {
+        contacts_per_side: n,
+        records: 2 * n,
+        backfill_secs,
+        records_per_sec: (2 * n) as f64 / backfill_secs,
+        quiet_pass_secs,
+        quiet_pass_writes: quiet.writes(),
+        peak_rss_mib,
+    })
+}
+
+/// Start `tandem sim <vendor>` on a free port; its first line of output is its URL.
+async fn spawn_sim(dir: &Path, vendor: &str) -> anyhow::Result<(Child, String)> {
+    let exe = std::env::current_exe().context("cannot find the tandem executable")?;
+    let seed = dir.join(format!("{vendor}-seed.json"));
+    let mut child = Command::new(exe)
+        .args(["sim", vendor, "--listen", "127.0.0.1:0", "--seed"])
+        .arg(&seed)
+        .env("TANDEM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start a simulator")?;
+    let stdout = child.stdout.take().context("no simulator output")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).await?;
+    if line.trim().is_empty() {
+        bail!("the {vendor} simulator did not start");
+    }
+    Ok((child, line.trim().to_string()))
+}
+
+/// Reset the kernel's peak-RSS mark of this process (Linux), so each run reports its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

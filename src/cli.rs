@@ -1,0 +1,475 @@
+//! The `tandem` command line: argument parsing, logging set-up, and thin
+//! commands over the library. Exit codes: 0 done, 1 failed while running,
+//! 2 bad input (arguments, config, policy, credentials, unreachable system).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DEFAULT_FILE};
+use crate::engine::{Clock, Engine, PassReport, SetupError, open_existing_store};
+
+/// tandem keeps a CRM and an email platform aligned in both directions.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter, such as `info` or `tandem=debug` (also from TANDEM_LOG).
+    #[arg(long, global = true, env = "TANDEM_LOG")]
+    log: Option<String>,
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run both simulators on loopback, sync them through a local SQLite file, and show what happened.
+    Demo(DemoArgs),
+    /// Sync every pair: one pass with --once, else continuously like `run`.
+    Sync(SyncArgs),
+    /// Sync every pair continuously, one pass every poll interval, until Ctrl-C.
+    Run(ConfigArg),
+    /// Conflicts that no rule could settle.
+    #[command(subcommand)]
+    Conflicts(ConflictsCommand),
+    /// Serve a simulator of a vendor API (for tests, demos and trying configurations).
+    #[command(subcommand)]
+    Sim(SimCommand),
+    /// Measure a backfill between the simulators: records per second and peak memory.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, short, default_value = DEFAULT_FILE)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct SyncArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Run one pass and exit.
+    #[arg(long)]
+    once: bool,
+    /// Print the pass report as JSON (with --once).
+    #[arg(long, requires = "once")]
+    json: bool,
+}
+
+/// Arguments of `tandem demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Working directory for the config, policy and SQLite file (recreated each run).
+    #[arg(long, default_value = "tandem-demo")]
+    pub dir: PathBuf,
+    /// Run one pass and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Print the first pass's report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds between the demo's own edits and between passes.
+    #[arg(long, default_value_t = 3)]
+    pub interval: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConflictsCommand {
+    /// List open conflicts.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Include resolved conflicts.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCommand {
+    /// The HubSpot CRM v3 contacts API.
+    Hubspot {
+        /// Address to listen on, such as 127.0.0.1:8081 (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// A JSON seed: {"properties": [...], "contacts": [{"properties": {...}}]}.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// The Bearer token to accept.
+        #[arg(long, default_value = "sim-hubspot-token")]
+        token: String,
+    },
+    /// The Mailchimp Marketing v3 API for one audience.
+    Mailchimp {
+        /// Address to listen on, such as 127.0.0.1:8082 (port 0 picks a free one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// A JSON seed: {"merge_fields": [...], "members": [{"email_address": ...}]}.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+        /// The API key to accept (`<hex>-<datacenter>`).
+        #[arg(long, default_value = "0123456789abcdef0123456789abcdef-us6")]
+        api_key: String,
+        /// The audience id served.
+        #[arg(long, default_value = "a1b2c3d4e5")]
+        list_id: String,
+    },
+}
+
+/// A failure with the exit code it deserves.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure {
+            code: 1,
+            error: error.into(),
+        }
+    }
+}
+
+fn bad_input(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: 2,
+        error: error.into(),
+    }
+}
+
+/// Parse arguments, set up logging and run the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match &cli.command {
+        Command::Run(_) | Command::Sync(SyncArgs { once: false, .. }) | Command::Sim(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_filter), cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Demo(args) => crate::demo::run(args).await.map_err(Failure::from),
+        Command::Sync(args) if args.once => sync_once(&args.config.config, args.json).await,
+        Command::Sync(args) => run_forever(&args.config.config).await,
+        Command::Run(args) => run_forever(&args.config).await,
+        Command::Conflicts(ConflictsCommand::List { config, all, json }) => {
+            list_conflicts(&config.config, all, json)
+        }
+        Command::Sim(sim) => serve_sim(sim).await,
+        Command::Bench(args) => crate::bench::run(args)
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Failure::from),
+    }
+}
+
+/// Load the config and start the engine, turning every setup problem into exit code 2.
+async fn start(path: &std::path::Path) -> Result<Engine, Failure> {
+    let config = Config::load(path).map_err(bad_input)?;
+    Engine::start(&config, Clock::System)
+        .await
+        .map_err(|e| match e {
+            SetupError::Store(e) => Failure::from(e),
+            other => bad_input(other),
+        })
+}
+
+async fn sync_once(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
+    let engine = start(path).await?;
+    let shutdown = CancellationToken::new();
+    let report = engine.pass(&shutdown).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("reports serialize")
+        );
+    } else {
+        print!("{}", render_report(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_forever(path: &std::path::Path) -> Result<ExitCode, Failure> {
+    let engine = start(path).await?;
+    let shutdown = shutdown_on_ctrl_c();
+    engine
+        .run(shutdown, |report| {
+            for pair in &report.pairs {
+                if pair.writes() > 0 || pair.conflicts_opened > 0 || pair.rejected > 0 {
+                    tracing::info!(pair = %pair.pair, writes = pair.writes(), conflicts = pair.conflicts_opened, "Changes synced.");
+                }
+            }
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A token cancelled by the first Ctrl-C.
+pub fn shutdown_on_ctrl_c() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!("Stopping after the current step.");
+            trigger.cancel();
+        }
+    });
+    token
+}
+
+fn list_conflicts(path: &std::path::Path, all: bool, json: bool) -> Result<ExitCode, Failure> {
+    let config = Config::load(path).map_err(bad_input)?;
+    let store =
+        open_existing_store(&config.store_path).map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+    let conflicts = store.conflicts(all)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&conflicts).expect("conflicts serialize")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if conflicts.is_empty() {
+        println!("No {}conflicts.", if all { "" } else { "open " });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let show = |v: &Value| match v {
+        Value::Null => "(empty)".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let rows: Vec<[String; 8]> = conflicts
+        .iter()
+        .map(|c| {
+            [
+                c.id.to_string(),
+                c.key.clone(),
+                c.field.clone(),
+                show(&c.left),
+                show(&c.right),
+                c.base.as_ref().map_or("(none)".into(), |(l, _)| show(l)),
+                c.rule.clone(),
+                c.status.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID", "RECORD", "FIELD", "LEFT", "RIGHT", "BASE", "RULE", "STATUS",
+    ]
+    .map(String::from);
+    print!("{}", table(&header, &rows));
+    println!(
+        "{} {}conflict(s).",
+        conflicts.len(),
+        if all { "" } else { "open " }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Columns padded to their widest cell.
+fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.each_ref().map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count().min(40));
+        }
+    }
+    let line = |cells: &[String; N]| {
+        let mut out = String::new();
+        for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            let cell: String = cell.chars().take(40).collect();
+            if i + 1 == N {
+                out.push_str(&cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header);
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// A pass report for people.
+pub fn render_report(report: &PassReport) -> String {
+    let mut out = String::new();
+    for pair in &report.pairs {
+        let [left, right] = &pair.connectors;
+        out.push_str(&format!("{} ({left} <-> {right})\n", pair.pair));
+        out.push_str(&format!(
+            "  read        {} from {left}, {} from {right}\n",
+            pair.pulled[0], pair.pulled[1]
+        ));
+        out.push_str(&format!(
+            "  linked      {} existing pairs of records\n",
+            pair.linked
+        ));
+        out.push_str(&format!(
+            "  created     {} in {left}, {} in {right}\n",
+            pair.created[0], pair.created[1]
+        ));
+        out.push_str(&format!(
+            "  updated     {} in {left}, {} in {right}\n",
+            pair.updated[0], pair.updated[1]
+        ));
+        out.push_str(&format!(
+            "  conflicts   {} opened, {} closed, {} open\n",
+            pair.conflicts_opened, pair.conflicts_closed, pair.open_conflicts
+        ));
+        out.push_str(&format!(
+            "  failures    {} rejected (retried later), {} dead letters, {} put off; {} writes queued\n",
+            pair.rejected, pair.dead_lettered, pair.deferred, pair.pending
+        ));
+        if !pair.skipped.is_empty() {
+            let skipped: Vec<String> = pair
+                .skipped
+                .iter()
+                .map(|(why, n)| format!("{n} {}", skip_text(why)))
+                .collect();
+            out.push_str(&format!("  skipped     {}\n", skipped.join(", ")));
+        }
+        for problem in &pair.problems {
+            out.push_str(&format!("  problem     {problem}\n"));
+        }
+        if pair.interrupted {
+            out.push_str("  (stopped early; the next pass continues from here)\n");
+        }
+    }
+    out.push_str(&format!(
+        "pass took {:.1} s\n",
+        report.elapsed_ms as f64 / 1000.0
+    ));
+    out
+}
+
+fn skip_text(why: &str) -> &str {
+    match why {
+        "nokey" => "without an email address",
+        "archived" => "archived on the other side",
+        "nocreate" => "not created (policy)",
+        other => other,
+    }
+}
+
+async fn serve_sim(sim: SimCommand) -> Result<ExitCode, Failure> {
+    let read_seed = |path: &Option<PathBuf>| -> Result<Option<(String, PathBuf)>, Failure> {
+        path.as_ref()
+            .map(|p| {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the seed file {}", p.display()))
+                    .map_err(bad_input)?;
+                Ok((text, p.clone()))
+            })
+            .transpose()
+    };
+    let listen = match &sim {
+        SimCommand::Hubspot { listen, .. } | SimCommand::Mailchimp { listen, .. } => listen.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen.as_str())
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+        .map_err(bad_input)?;
+    let address = listener.local_addr()?;
+    let shutdown = shutdown_on_ctrl_c();
+    let stopped = async move { shutdown.cancelled().await };
+    // The first line on standard output is the base URL, for scripts that start a simulator on port 0.
+    match sim {
+        SimCommand::Hubspot { seed, token, .. } => {
+            let sim = tandem_hubspot::sim::HubSpotSim::new(tandem_hubspot::sim::SimConfig {
+                token: token.clone(),
+                ..Default::default()
+            });
+            if let Some((text, path)) = read_seed(&seed)? {
+                let seed = serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a HubSpot seed", path.display()))
+                    .map_err(bad_input)?;
+                sim.seed(seed)
+                    .map_err(|e| bad_input(anyhow::anyhow!("{}: {e}", path.display())))?;
+            }
+            println!("http://{address}");
+            eprintln!(
+                "HubSpot simulator with {} contacts on http://{address} (token {token}); Ctrl-C stops it.",
+                sim.contacts().len()
+            );
+            sim.serve(listener, stopped).await?;
+        }
+        SimCommand::Mailchimp {
+            seed,
+            api_key,
+            list_id,
+            ..
+        } => {
+            let config = tandem_mailchimp::sim::SimConfig {
+                api_key: api_key.clone(),
+                list_id: list_id.clone(),
+                ..Default::default()
+            };
+            let sim = tandem_mailchimp::sim::MailchimpSim::new(config);
+            if let Some((text, path)) = read_seed(&seed)? {
+                let seed = serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a Mailchimp seed", path.display()))
+                    .map_err(bad_input)?;
+                sim.seed(seed)
+                    .map_err(|e| bad_input(anyhow::anyhow!("{}: {e}", path.display())))?;
+            }
+            println!("http://{address}/3.0");
+            eprintln!(
+                "Mailchimp simulator with {} members on http://{address}/3.0 (list {list_id}, API key {api_key}); Ctrl-C stops it.",
+                sim.members().len()
+            );
+            sim.serve(listener, stopped).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,259 @@
+//! `tandem demo`: the main job on the embedded default. Both simulators run on
+//! loopback, seeded from `fixtures/`; a working directory gets a config, the
+//! shipped policy and a SQLite file; one pass syncs the two and the report says
+//! what happened. Without `--once` the demo keeps editing a few contacts on both
+//! sides and syncing, so changes can be watched flowing both ways.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tandem_hubspot::sim::{HubSpotSim, SimConfig as HubSpotSimConfig};
+use tandem_mailchimp::sim::{MailchimpSim, SimConfig as MailchimpSimConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{DemoArgs, render_report, shutdown_on_ctrl_c};
+use crate::config::Config;
+use crate::engine::{Clock, Engine, PassReport};
+use crate::fixtures::{DEMO_HUBSPOT, DEMO_MAILCHIMP};
+
+/// The shipped policy, as the demo writes it into its directory.
+pub const SHIPPED_POLICY: &str = include_str!("../policies/hubspot-mailchimp.toml");
+
+/// Where the simulators listen and how the engine should treat them.
+pub struct Workspace {
+    /// HubSpot API root.
+    pub hubspot_url: String,
+    /// HubSpot token.
+    pub hubspot_token: String,
+    /// Mailchimp API root (`…/3.0`).
+    pub mailchimp_url: String,
+    /// Mailchimp API key.
+    pub mailchimp_key: String,
+    /// Mailchimp audience.
+    pub list_id: String,
+    /// Seconds between passes of `run`.
+    pub poll_interval_secs: u64,
+    /// Seconds each incremental poll reaches back behind its watermark.
+    pub overlap_secs: u64,
+}
+
+/// Write `tandem.toml`, the policy and the credential files into `dir`, and
+/// remove any state store a previous run left there. Returns the config path.
+pub fn write_workspace(dir: &Path, workspace: &Workspace) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir.join("policies"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    for name in ["tandem.sqlite", "tandem.sqlite-wal", "tandem.sqlite-shm"] {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).context("cannot remove the previous demo's state");
+            }
+            _ => {}
+        }
+    }
+    std::fs::write(dir.join("policies/hubspot-mailchimp.toml"), SHIPPED_POLICY)?;
+    std::fs::write(dir.join("hubspot.token"), &workspace.hubspot_token)?;
+    std::fs::write(dir.join("mailchimp.key"), &workspace.mailchimp_key)?;
+    let config = format!(
+        r#"# Written by `tandem demo`: both connectors point at simulators on loopback.
+# For real accounts, change base_url (or remove it), the credentials and list_id.
+
+[store]
+path = "tandem.sqlite"
+
+[engine]
+poll_interval_secs = {poll}
+
+[connectors.hubspot]
+base_url = "{hubspot_url}"
+token_file = "hubspot.token"
+overlap_secs = {overlap}
+rate_limit = "off"
+search_rate_limit = "off"
+
+[connectors.mailchimp]
+base_url = "{mailchimp_url}"
+api_key_file = "mailchimp.key"
+list_id = "{list_id}"
+overlap_secs = {overlap}
+
+[[pairs]]
+policy = "policies/hubspot-mailchimp.toml"
+"#,
+        poll = workspace.poll_interval_secs,
+        overlap = workspace.overlap_secs,
+        hubspot_url = workspace.hubspot_url,
+        mailchimp_url = workspace.mailchimp_url,
+        list_id = workspace.list_id,
+    );
+    let path = dir.join("tandem.toml");
+    std::fs::write(&path, config)?;
+    Ok(path)
+}
+
+/// Run the demo.
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let hubspot_config = HubSpotSimConfig::default();
+    let mailchimp_config = MailchimpSimConfig::default();
+    let hubspot = HubSpotSim::new(hubspot_config.clone());
+    hubspot
+        .seed(serde_json::from_str(DEMO_HUBSPOT).context("fixtures/demo-hubspot.json")?)
+        .map_err(anyhow::Error::msg)?;
+    let mailchimp = MailchimpSim::new(mailchimp_config.clone());
+    mailchimp
+        .seed(serde_json::from_str(DEMO_MAILCHIMP).context("fixtures/demo-mailchimp.json")?)
+        .map_err(anyhow::Error::msg)?;
+    let (hubspot_count, mailchimp_count) = (hubspot.contacts().len(), mailchimp.members().len());
+    let workspace = Workspace {
+        hubspot_url: hubspot.clone().spawn().await?,
+        hubspot_token: hubspot_config.token,
+        mailchimp_url: mailchimp.clone().spawn().await?,
+        mailchimp_key: mailchimp_config.api_key,
+        list_id: mailchimp_config.list_id,
+        poll_interval_secs: args.interval.max(1),
+        overlap_secs: 5,
+    };
+    let config_path = write_workspace(&args.dir, &workspace)?;
+    let config = Config::load(&config_path)?;
+    if !args.json {
+        println!(
+            "HubSpot simulator:   {} ({hubspot_count} contacts)",
+            workspace.hubspot_url
+        );
+        println!(
+            "Mailchimp simulator: {} ({mailchimp_count} members)",
+            workspace.mailchimp_url
+        );
+        println!("Working directory:   {}\n", args.dir.display());
+    }
+    let engine = Engine::start(&config, Clock::System).await?;
+    let report = engine.pass(&CancellationToken::new()).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("reports serialize")
+        );
+    } else {
+        print!("{}", render_report(&report));
+        let config_arg = config_path.display();
+        println!("\nWhere to look next:");
+        println!("  tandem conflicts list --config {config_arg}   the fields a person must settle");
+        println!(
+            "  sqlite3 {} 'SELECT * FROM audit'   every write, link and conflict, and why",
+            config.store_path.display()
+        );
+        if args.once {
+            println!(
+                "  tandem demo   (without --once) keeps editing both sides and shows the changes flowing"
+            );
+        }
+    }
+    if args.once {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !args.json {
+        println!(
+            "\nEditing a few contacts on both sides every {} s; the engine syncs them. Ctrl-C stops.",
+            args.interval
+        );
+    }
+    let shutdown = shutdown_on_ctrl_c();
+    let editor = tokio::spawn(edit_forever(
+        hubspot,
+        mailchimp,
+        Duration::from_secs(args.interval.max(1)),
+        shutdown.clone(),
+    ));
+    engine.run(shutdown, print_changes).await?;
+    editor.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_changes(report: &PassReport) {
+    for pair in &report.pairs {
+        if pair.writes() == 0 && pair.conflicts_opened == 0 && pair.conflicts_closed == 0 {
+            continue;
+        }
+        let [left, right] = &pair.connectors;
+        let clock = tandem_core::clock::format_seconds_offset(tandem_core::clock::now_millis());
+        println!(
+            "{}  {left} -> {right}: {} updated, {} created | {right} -> {left}: {} updated, {} created | conflicts: {} opened, {} open",
+            &clock[11..19],
+            pair.updated[1],
+            pair.created[1],
+            pair.updated[0],
+            pair.created[0],
+            pair.conflicts_opened,
+            pair.open_conflicts
+        );
+    }
+}
+
+/// Play the people who use both systems: sales edits contacts in HubSpot,
+/// subscribers update their profile in Mailchimp, and now and then both edit
+/// the same company name, which the policy leaves to a person.
+async fn edit_forever(
+    hubspot: HubSpotSim,
+    mailchimp: MailchimpSim,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let first = [
+        "Ada", "Grace", "Alan", "Radia", "Linus", "Barbara", "Edsger", "Frances",
+    ];
+    let companies = [
+        "Northwind Traders",
+        "Contoso",
+        "Fabrikam",
+        "Litware",
+        "Proseware",
+    ];
+    let mut tick = 0u64;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        tick += 1;
+        let contacts = hubspot.contacts();
+        let members = mailchimp.members();
+        if contacts.is_empty() || members.is_empty() {
+            continue;
+        }
+        for _ in 0..2 {
+            let contact = &contacts[rng.usize(0..contacts.len())];
+            if let Some(Some(email)) = contact.properties.get("email") {
+                let phone = format!("+1 555 {:03} {:04}", rng.u32(100..999), rng.u32(0..9999));
+                hubspot.edit(
+                    email,
+                    &[
+                        ("firstname", first[rng.usize(0..first.len())]),
+                        ("phone", &phone),
+                    ],
+                );
+            }
+            let member = &members[rng.usize(0..members.len())];
+            mailchimp.edit(
+                &member.email_address,
+                &[("LNAME", &format!("{}-{}", "Lindqvist", rng.u32(1..99)))],
+            );
+        }
+        if tick.is_multiple_of(4) {
+            let member = &members[rng.usize(0..members.len())];
+            let email = member.email_address.clone();
+            hubspot.edit(
+                &email,
+                &[("company", companies[rng.usize(0..companies.len())])],
+            );
+            mailchimp.edit(
+                &email,
+                &[(
+                    "COMPANY",
+                    &format!("{} Ltd", companies[rng.usize(0..companies.len())]),
+                )],
+            );
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The registry of connectors: the one place that lists the vendors tandem
+//! speaks to, builds their clients from configuration, and dispatches calls.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tandem_core::{Connector, ConnectorError, HttpSettings, Page, Record, Write, WriteOutcome};
+use tandem_hubspot::{HubSpotClient, HubSpotConfig};
+use tandem_mailchimp::{MailchimpClient, MailchimpConfig};
+
+use crate::config::{Config, ConnectorSettings};
+use crate::location::Located;
+use crate::policy::Schemas;
+
+/// A configured connector of any vendor.
+pub enum AnyConnector {
+    /// HubSpot CRM contacts.
+    HubSpot(HubSpotClient),
+    /// Mailchimp audience members.
+    Mailchimp(MailchimpClient),
+}
+
+impl AnyConnector {
+    /// Build a client that reads `paths`. Reads the credential; makes no request.
+    pub fn build(
+        name: &str,
+        settings: &ConnectorSettings,
+        paths: &[String],
+    ) -> Result<AnyConnector, Located> {
+        let common = settings.common();
+        let secret = common.credential.read()?;
+        let http = |vendor: &'static str, defaults: HttpSettings| {
+            let mut http = HttpSettings { vendor, ..defaults };
+            if let Some(rate) = common.rate_limit {
+                http.rate = rate;
+            }
+            if let Some(timeout) = common.timeout {
+                http.timeout = timeout;
+            }
+            if let Some(retries) = common.max_retries {
+                http.max_retries = retries;
+            }
+            http
+        };
+        let invalid = |e: ConnectorError| Located {
+            message: format!("connectors.{name}: {e}"),
+            ..common.base_url_at.clone()
+        };
+        match settings {
+            ConnectorSettings::HubSpot {
+                search_rate_limit, ..
+            } => {
+                let base = common
+                    .base_url
+                    .clone()
+                    .unwrap_or_else(|| "https://api.hubapi.com".into());
+                let mut config = HubSpotConfig::new(base, secret);
+                config.http = http(tandem_hubspot::VENDOR, config.http);
+                if let Some(rate) = search_rate_limit {
+                    config.search_rate = *rate;
+                }
+                if let Some(overlap) = common.overlap {
+                    config.search_overlap = overlap;
+                }
+                config.properties = paths
+                    .iter()
+                    .filter_map(|p| tandem_hubspot::property_of(p))
+                    .map(String::from)
+                    .collect();
+                HubSpotClient::new(config)
+                    .map(AnyConnector::HubSpot)
+                    .map_err(invalid)
+            }
+            ConnectorSettings::Mailchimp {
+                list_id,
+                status_if_new,
+                max_connections,
+                ..
+            } => {
+                use secrecy::ExposeSecret;
+                let base = match &common.base_url {
+                    Some(base) => base.clone(),
+                    None => MailchimpConfig::base_url_for_key(secret.expose_secret()).ok_or_else(|| Located {
+                        message: format!(
+                            "{}: the API key does not end in a datacenter (like `-us6`); set connectors.{name}.base_url",
+                            common.credential.setting
+                        ),
+                        ..common.credential.at.clone()
+                    })?,
+                };
+                let mut config = MailchimpConfig::new(base, secret, list_id.clone());
+                config.http = http(tandem_mailchimp::VENDOR, config.http);
+                if let Some(connections) = max_connections {
+                    config.http.max_concurrency = Some((*connections).clamp(1, 10));
+                }
+                if let Some(overlap) = common.overlap {
+                    config.overlap = overlap;
+                }
+                config.status_if_new = status_if_new.clone();
+                MailchimpClient::new(config)
+                    .map(AnyConnector::Mailchimp)
+                    .map_err(invalid)
+            }
+        }
+    }
+
+    /// Build every connector of a config, each reading the paths its pairs use.
+    pub fn build_all(
+        config: &Config,
+        paths: &BTreeMap<String, Vec<String>>,
+    ) -> Result<BTreeMap<String, AnyConnector>, Located> {
+        let mut built = BTreeMap::new();
+        for (name, settings) in &config.connectors {
+            if let Some(paths) = paths.get(name) {
+                built.insert(name.clone(), AnyConnector::build(name, settings, paths)?);
+            }
+        }
+        Ok(built)
+    }
+
+    /// See [`Connector::check`].
+    pub async fn check(&self) -> Result<(), ConnectorError> {
+        match self {
+            AnyConnector::HubSpot(c) => c.check().await,
+            AnyConnector::Mailchimp(c) => c.check().await,
+        }
+    }
+
+    /// See [`Connector::poll`].
+    pub async fn poll(&self, cursor: Option<&str>) -> Result<Page, ConnectorError> {
+        match self {
+            AnyConnector::HubSpot(c) => c.poll(cursor).await,
+            AnyConnector::Mailchimp(c) => c.poll(cursor).await,
+        }
+    }
+
+    /// See [`Connector::lookup`].
+    pub async fn lookup(&self, keys: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        match self {
+            AnyConnector::HubSpot(c) => c.lookup(keys).await,
+            AnyConnector::Mailchimp(c) => c.lookup(keys).await,
+        }
+    }
+
+    /// See [`Connector::apply`].
+    pub async fn apply(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        match self {
+            AnyConnector::HubSpot(c) => c.apply(writes).await,
+            AnyConnector::Mailchimp(c) => c.apply(writes).await,
+        }
+    }
+
+    /// Most writes worth handing to [`AnyConnector::apply`] at once.
+    pub fn write_batch(&self) -> usize {
+        match self {
+            AnyConnector::HubSpot(_) => tandem_hubspot::client::BATCH_LIMIT * 5,
+            AnyConnector::Mailchimp(_) => tandem_mailchimp::client::BATCH_LIMIT,
+        }
+    }
+}
+
+/// The configured connectors, as the policy compiler sees them.
+pub struct ConfigSchemas<'a>(pub &'a Config);
+
+impl Schemas for ConfigSchemas<'_> {
+    fn connectors(&self) -> Vec<String> {
+        self.0.connectors.keys().cloned().collect()
+    }
+
+    fn check_path(&self, connector: &str, path: &str) -> Result<(), String> {
+        match self.0.connectors.get(connector) {
+            Some(ConnectorSettings::HubSpot { .. }) => tandem_hubspot::check_path(path),
+            Some(ConnectorSettings::Mailchimp { .. }) => tandem_mailchimp::check_path(path),
+            None => Err(format!("connector `{connector}` is not configured")),
+        }
+    }
+}
+
+/// How long to wait before retrying after a failure of a whole call.
+pub fn transient_delay(error: &ConnectorError, fallback: Duration) -> Duration {
+    match error {
+        ConnectorError::RateLimited {
+            retry_after: Some(wait),
+            ..
+        } => *wait,
+        _ => fallback,
+    }
+}

@@ -1,0 +1,692 @@
+//! The engine: one pass pulls changes from both sides of every pair, stages
+//! them durably with the cursors, reconciles them in chunks, and flushes the
+//! outbox in batches; `run` repeats passes until shutdown.
+//!
+//! The engine decides nothing itself: `plan` and `reconcile` decide, the store
+//! remembers, connectors talk to the systems. Every step commits before the
+//! next begins, so a crash anywhere resumes from the last commit: at worst a
+//! write is sent twice, and every write is idempotent.
+
+pub mod connectors;
+mod plan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tandem_core::{ConnectorError, ErrorKind, Millis, Record, Write, normalize_key};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+pub use connectors::{AnyConnector, ConfigSchemas};
+pub use plan::{Item, Skip, confirmed_base, plan};
+
+use crate::config::{Config, EngineSettings};
+use crate::location::{Located, Problems};
+use crate::policy::{self, Policy};
+use crate::side::Side;
+use crate::store::{Finish, Store, StoreError, StoreHandle};
+
+/// Records reconciled per store transaction.
+const CHUNK: usize = 500;
+/// Distinct problems kept in a pass report.
+const KEPT_ERRORS: usize = 10;
+
+/// Where time comes from: the system clock, or a hand-driven one for tests.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// A clock that moves only when told.
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    /// A manual clock starting at `at`.
+    pub fn manual(at: Millis) -> Clock {
+        Clock::Manual(Arc::new(AtomicI64::new(at)))
+    }
+
+    /// Now, in milliseconds.
+    pub fn now(&self) -> Millis {
+        match self {
+            Clock::System => tandem_core::clock::now_millis(),
+            Clock::Manual(at) => at.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Move a manual clock forward; the system clock ignores this.
+    pub fn advance(&self, by: Duration) {
+        if let Clock::Manual(at) = self {
+            at.fetch_add(by.as_millis() as Millis, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Why the engine could not start. Nothing was written when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The config or a policy file is wrong.
+    #[error(transparent)]
+    Files(#[from] Problems),
+    /// A connector setting or credential is wrong, or a system refused or could not be reached.
+    #[error("{0}")]
+    Connector(Located),
+    /// The state store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// A system refused our credentials or settings: an operator must act.
+    #[error("pair {pair}: {error}")]
+    Fatal {
+        /// The pair.
+        pair: String,
+        /// The error.
+        error: ConnectorError,
+    },
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one pass did to one pair.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PairReport {
+    /// The pair.
+    pub pair: String,
+    /// The connectors (left, right).
+    pub connectors: [String; 2],
+    /// Records read, by side.
+    pub pulled: [usize; 2],
+    /// Pairs of existing records linked for the first time.
+    pub linked: usize,
+    /// Records created, by the side they were created on.
+    pub created: [usize; 2],
+    /// Records updated, by the side they were updated on.
+    pub updated: [usize; 2],
+    /// Conflicts opened.
+    pub conflicts_opened: usize,
+    /// Conflicts closed because both sides came to agree.
+    pub conflicts_closed: usize,
+    /// Conflicts open after the pass.
+    pub open_conflicts: u64,
+    /// Writes a system rejected this pass (retried later).
+    pub rejected: usize,
+    /// Writes parked as dead letters this pass.
+    pub dead_lettered: usize,
+    /// Writes put off because a system was unavailable or throttling.
+    pub deferred: usize,
+    /// Writes still queued after the pass.
+    pub pending: u64,
+    /// Records skipped, by reason.
+    pub skipped: BTreeMap<String, usize>,
+    /// A sample of the problems met, for people.
+    pub problems: Vec<String>,
+    /// Whether the pass stopped early for shutdown.
+    pub interrupted: bool,
+}
+
+impl PairReport {
+    fn problem(&mut self, text: String) {
+        if self.problems.len() < KEPT_ERRORS && !self.problems.contains(&text) {
+            self.problems.push(text);
+        }
+    }
+
+    /// Writes made in this pass, both sides.
+    pub fn writes(&self) -> usize {
+        self.created.iter().chain(&self.updated).sum()
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PassReport {
+    /// One report per pair.
+    pub pairs: Vec<PairReport>,
+    /// How long the pass took.
+    pub elapsed_ms: u64,
+}
+
+impl PassReport {
+    /// Writes made, every pair.
+    pub fn writes(&self) -> usize {
+        self.pairs.iter().map(PairReport::writes).sum()
+    }
+}
+
+/// A ready engine: config and policies valid, connectors checked, store open.
+pub struct Engine {
+    store: StoreHandle,
+    connectors: BTreeMap<String, Arc<AnyConnector>>,
+    pairs: Vec<Arc<Policy>>,
+    settings: EngineSettings,
+    clock: Clock,
+}
+
+/// Compile every pair's policy against a config.
+pub fn load_policies(config: &Config) -> Result<Vec<Policy>, Problems> {
+    let schemas = ConfigSchemas(config);
+    let mut problems = Vec::new();
+    let mut policies: Vec<Policy> = Vec::new();
+    for path in &config.pairs {
+        match policy::load(path, &schemas) {
+            Ok(policy) => {
+                if policies.iter().any(|p| p.name == policy.name) {
+                    problems.push(
+                        Located::file(
+                            path,
+                            format!("another pair is already named `{}`", policy.name),
+                        )
+                        .hint("set a distinct `name` in one of the policies"),
+                    );
+                }
+                policies.push(policy);
+            }
+            Err(Problems(found)) => problems.extend(found),
+        }
+    }
+    if problems.is_empty() {
+        Ok(policies)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+impl Engine {
+    /// Validate everything, check that every system answers, then open the store.
+    /// On error nothing has been written anywhere.
+    pub async fn start(config: &Config, clock: Clock) -> Result<Engine, SetupError> {
+        let policies = load_policies(config)?;
+        let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for policy in &policies {
+            for side in Side::BOTH {
+                let entry = paths.entry(policy.connector(side).to_string()).or_default();
+                for path in policy.paths(side) {
+                    if !entry.contains(&path) {
+                        entry.push(path);
+                    }
+                }
+            }
+        }
+        let built = AnyConnector::build_all(config, &paths).map_err(SetupError::Connector)?;
+        for (name, connector) in &built {
+            let settings = &config.connectors[name];
+            if let Err(error) = connector.check().await {
+                let common = settings.common();
+                let (place, setting) = match error {
+                    ConnectorError::Auth { .. } => (
+                        common.credential.at.clone(),
+                        common.credential.setting.clone(),
+                    ),
+                    _ => (
+                        common.base_url_at.clone(),
+                        format!("connectors.{name}.base_url"),
+                    ),
+                };
+                return Err(SetupError::Connector(Located {
+                    message: format!("{setting}: {error}"),
+                    ..place
+                }));
+            }
+        }
+        let store = Store::open(&config.store_path)?;
+        Ok(Engine::assemble(
+            store,
+            built,
+            policies,
+            config.engine,
+            clock,
+        ))
+    }
+
+    /// An engine from parts, for tests and tools that build their own connectors.
+    pub fn assemble(
+        store: Store,
+        connectors: BTreeMap<String, AnyConnector>,
+        pairs: Vec<Policy>,
+        settings: EngineSettings,
+        clock: Clock,
+    ) -> Engine {
+        Engine {
+            store: StoreHandle::new(store),
+            connectors: connectors
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
+            pairs: pairs.into_iter().map(Arc::new).collect(),
+            settings,
+            clock,
+        }
+    }
+
+    /// The store, for reading state.
+    pub fn store(&self) -> &StoreHandle {
+        &self.store
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// One pass over every pair. Stops early, at a safe point, when `shutdown` fires.
+    pub async fn pass(&self, shutdown: &CancellationToken) -> Result<PassReport, PassError> {
+        let started = std::time::Instant::now();
+        let mut report = PassReport::default();
+        for policy in &self.pairs {
+            let span = info_span!("pair", pair = %policy.name);
+            let pair = self.pass_pair(policy, shutdown).instrument(span).await?;
+            report.pairs.push(pair);
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    /// Passes every poll interval until `shutdown` fires; `on_pass` sees each report.
+    /// Passing failures (network, throttling) are handled inside a pass; a fatal one ends the run.
+    pub async fn run(
+        &self,
+        shutdown: CancellationToken,
+        mut on_pass: impl FnMut(&PassReport),
+    ) -> Result<(), PassError> {
+        while !shutdown.is_cancelled() {
+            let report = self.pass(&shutdown).await?;
+            on_pass(&report);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+        info!("Stopped.");
+        Ok(())
+    }
+
+    fn connector(&self, policy: &Policy, side: Side) -> &Arc<AnyConnector> {
+        &self.connectors[policy.connector(side)]
+    }
+
+    async fn pass_pair(
+        &self,
+        policy: &Arc<Policy>,
+        shutdown: &CancellationToken,
+    ) -> Result<PairReport, PassError> {
+        let mut report = PairReport {
+            pair: policy.name.clone(),
+            connectors: [policy.left.clone(), policy.right.clone()],
+            ..PairReport::default()
+        };
+        let fatal = |error: ConnectorError| PassError::Fatal {
+            pair: policy.name.clone(),
+            error,
+        };
+        let mut fully_listed = [false, false];
+        for side in Side::BOTH {
+            match self.pull(policy, side, shutdown, &mut report).await {
+                Ok(full) => fully_listed[side as usize] = full,
+                Err(PullError::Store(e)) => return Err(e.into()),
+                Err(PullError::Connector(e)) if e.kind() == ErrorKind::Fatal => {
+                    return Err(fatal(e));
+                }
+                Err(PullError::Connector(e)) => {
+                    warn!(%side, error = %e, "Pull failed; what was staged is kept and the rest comes next pass.");
+                    report.problem(format!("pull from {}: {e}", policy.connector(side)));
+                }
+            }
+        }
+        if !shutdown.is_cancelled()
+            && let Err(e) = self
+                .reconcile_inbox(policy, fully_listed, shutdown, &mut report)
+                .await
+        {
+            match e {
+                PullError::Store(e) => return Err(e.into()),
+                PullError::Connector(e) if e.kind() == ErrorKind::Fatal => {
+                    return Err(fatal(e));
+                }
+                PullError::Connector(e) => {
+                    warn!(error = %e, "Lookup failed; the records stay staged for the next pass.");
+                    report.problem(format!("lookup: {e}"));
+                }
+            }
+        }
+        for side in Side::BOTH {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            self.flush(policy, side, shutdown, &mut report)
+                .await
+                .map_err(|e| match e {
+                    PullError::Store(e) => PassError::Store(e),
+                    PullError::Connector(e) => fatal(e),
+                })?;
+        }
+        let pair = policy.name.clone();
+        let counts = self.store.call(move |s| s.counts(&pair)).await?;
+        report.open_conflicts = counts.open_conflicts;
+        report.pending = counts.pending_writes;
+        report.interrupted = shutdown.is_cancelled();
+        info!(
+            pulled_left = report.pulled[0],
+            pulled_right = report.pulled[1],
+            linked = report.linked,
+            created_left = report.created[0],
+            created_right = report.created[1],
+            updated_left = report.updated[0],
+            updated_right = report.updated[1],
+            conflicts_opened = report.conflicts_opened,
+            rejected = report.rejected,
+            "Pass done."
+        );
+        Ok(report)
+    }
+
+    /// Pull every ready page of one side into the inbox. Returns whether a full
+    /// listing of that side completed in this pull.
+    async fn pull(
+        &self,
+        policy: &Policy,
+        side: Side,
+        shutdown: &CancellationToken,
+        report: &mut PairReport,
+    ) -> Result<bool, PullError> {
+        let connector = self.connector(policy, side).clone();
+        let pair = policy.name.clone();
+        let mut cursor = self
+            .store
+            .call({
+                let pair = pair.clone();
+                move |s| s.cursor(&pair, side)
+            })
+            .await?;
+        loop {
+            let page = connector.poll(cursor.as_deref()).await?;
+            report.pulled[side as usize] += page.records.len();
+            let now = self.clock.now();
+            let (pair2, next) = (pair.clone(), page.cursor.clone());
+            let records = page.records;
+            self.store
+                .call(move |s| s.stage(&pair2, side, &records, &next, now))
+                .await?;
+            cursor = Some(page.cursor);
+            if !page.more {
+                return Ok(page.full_listing);
+            }
+            if shutdown.is_cancelled() {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Reconcile staged records chunk by chunk.
+    async fn reconcile_inbox(
+        &self,
+        policy: &Arc<Policy>,
+        fully_listed: [bool; 2],
+        shutdown: &CancellationToken,
+        report: &mut PairReport,
+    ) -> Result<(), PullError> {
+        loop {
+            let pair = policy.name.clone();
+            let (mut items, consumed) = self.store.call(move |s| gather(s, &pair, CHUNK)).await?;
+            if consumed.is_empty() {
+                return Ok(());
+            }
+            // A record with no counterpart may still have one the pulls did not bring:
+            // ask the other side, unless it was just listed in full.
+            for side in Side::BOTH {
+                if fully_listed[side as usize] {
+                    continue;
+                }
+                let wanted: Vec<String> = items
+                    .iter()
+                    .filter(|item| item.link.is_none() && item.fresh[side as usize].is_none())
+                    .filter_map(|item| {
+                        item.fresh[side.other() as usize]
+                            .as_ref()?
+                            .key
+                            .as_deref()
+                            .and_then(normalize_key)
+                    })
+                    .collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                let found = self.connector(policy, side).lookup(&wanted).await?;
+                let mut by_key: HashMap<String, Record> = found
+                    .into_iter()
+                    .filter_map(|r| Some((r.key.as_deref().and_then(normalize_key)?, r)))
+                    .collect();
+                for item in items
+                    .iter_mut()
+                    .filter(|i| i.link.is_none() && i.fresh[side as usize].is_none())
+                {
+                    let key = item.fresh[side.other() as usize]
+                        .as_ref()
+                        .and_then(|r| r.key.as_deref())
+                        .and_then(normalize_key);
+                    if let Some(record) = key.and_then(|k| by_key.remove(&k)) {
+                        item.fresh[side as usize] = Some(record);
+                    }
+                }
+            }
+            let mut changes = Vec::with_capacity(items.len());
+            for item in &items {
+                match plan(policy, item) {
+                    Ok(change) => changes.push(change),
+                    Err(skip) => {
+                        *report
+                            .skipped
+                            .entry(format!("{skip:?}").to_lowercase())
+                            .or_default() += 1;
+                    }
+                }
+            }
+            let linked = changes
+                .iter()
+                .filter(|c| matches!(&c.link, crate::store::LinkRef::New { ids, .. } if ids.iter().all(Option::is_some)))
+                .count();
+            let pair = policy.name.clone();
+            let now = self.clock.now();
+            let applied = self
+                .store
+                .call(move |s| s.apply(&pair, &changes, &consumed, now))
+                .await?;
+            report.linked += linked;
+            report.conflicts_opened += applied.conflicts_opened;
+            report.conflicts_closed += applied.conflicts_closed;
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Send due writes to one side, batch by batch, and record each outcome.
+    async fn flush(
+        &self,
+        policy: &Arc<Policy>,
+        side: Side,
+        shutdown: &CancellationToken,
+        report: &mut PairReport,
+    ) -> Result<(), PullError> {
+        let connector = self.connector(policy, side).clone();
+        let batch = connector.write_batch();
+        loop {
+            let (pair, now) = (policy.name.clone(), self.clock.now());
+            let rows = self
+                .store
+                .call(move |s| s.due_writes(&pair, side, now, batch))
+                .await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let writes: Vec<Write> = rows
+                .iter()
+                .map(|row| Write {
+                    op: row.op.clone(),
+                    key: row.key.clone(),
+                    fields: row.payload.clone(),
+                })
+                .collect();
+            let now = self.clock.now();
+            let finishes: Vec<Finish> = match connector.apply(&writes).await {
+                Err(error) if error.kind() == ErrorKind::Fatal => return Err(PullError::Connector(error)),
+                Err(error) => {
+                    warn!(%side, error = %error, writes = rows.len(), "Writes put off.");
+                    report.problem(format!("write to {}: {error}", policy.connector(side)));
+                    report.deferred += rows.len();
+                    let retry_at = now + connectors::transient_delay(&error, self.settings.retry_base).as_millis() as Millis;
+                    rows.iter().map(|row| Finish::Deferred { row: row.id, error: error.to_string(), retry_at }).collect()
+                }
+                Ok(outcomes) => rows
+                    .iter()
+                    .zip(outcomes)
+                    .map(|(row, outcome)| match outcome {
+                        Ok(record) => {
+                            let created = matches!(row.op, tandem_core::WriteOp::Create);
+                            report.created[side as usize] += usize::from(created);
+                            report.updated[side as usize] += usize::from(!created);
+                            let base = confirmed_base(policy, side, &row.sources, &row.payload, &record.fields);
+                            Finish::Confirmed { row: row.id, record, base }
+                        }
+                        Err(error) if error.kind() == ErrorKind::BadRecord => {
+                            let attempts = row.attempts + 1;
+                            report.rejected += 1;
+                            report.problem(format!("{} {} on {}: {error}", write_verb(&row.op), row.key, policy.connector(side)));
+                            let retry_at = (attempts < self.settings.max_attempts).then(|| now + self.backoff(attempts));
+                            if retry_at.is_none() {
+                                report.dead_lettered += 1;
+                                warn!(key = %row.key, %side, attempts, error = %error, "Write parked as a dead letter.");
+                            } else {
+                                info!(key = %row.key, %side, attempts, error = %error, "Write rejected; it will be retried.");
+                            }
+                            Finish::Rejected { row: row.id, error: error.to_string(), retry_at }
+                        }
+                        Err(error) => {
+                            report.deferred += 1;
+                            let retry_at = now + connectors::transient_delay(&error, self.settings.retry_base).as_millis() as Millis;
+                            Finish::Deferred { row: row.id, error: error.to_string(), retry_at }
+                        }
+                    })
+                    .collect(),
+            };
+            let (pair, now) = (policy.name.clone(), self.clock.now());
+            self.store
+                .call(move |s| s.finish(&pair, &finishes, now))
+                .await?;
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn backoff(&self, attempts: u32) -> Millis {
+        let base = self.settings.retry_base.as_millis() as Millis;
+        let delay = base.saturating_mul(1 << attempts.saturating_sub(1).min(20));
+        delay.min(self.settings.retry_max.as_millis() as Millis)
+    }
+}
+
+fn write_verb(op: &tandem_core::WriteOp) -> &'static str {
+    match op {
+        tandem_core::WriteOp::Create => "create",
+        tandem_core::WriteOp::Update { .. } => "update",
+    }
+}
+
+/// A failure inside a pass step.
+#[derive(Debug)]
+enum PullError {
+    Connector(ConnectorError),
+    Store(StoreError),
+}
+
+impl From<ConnectorError> for PullError {
+    fn from(e: ConnectorError) -> Self {
+        PullError::Connector(e)
+    }
+}
+
+impl From<StoreError> for PullError {
+    fn from(e: StoreError) -> Self {
+        PullError::Store(e)
+    }
+}
+
+/// Items to plan, and the inbox rows (side, record id) they consume.
+type Gathered = (Vec<Item>, Vec<(Side, String)>);
+
+/// Take up to `limit` staged records, pair each with its link and with a staged
+/// counterpart on the other side, and list every inbox row they consume.
+fn gather(store: &mut Store, pair: &str, limit: usize) -> Result<Gathered, StoreError> {
+    let rows = store.inbox_batch(pair, limit)?;
+    let mut consumed: Vec<(Side, String)> = Vec::new();
+    let mut taken = std::collections::HashSet::new();
+    let mut items = Vec::new();
+    for row in rows {
+        let side = row.side;
+        if !taken.insert((side, row.record.id.clone())) {
+            continue;
+        }
+        consumed.push((side, row.record.id.clone()));
+        let key = row.record.key.as_deref().and_then(normalize_key);
+        let link = match store.link_by_id(pair, side, &row.record.id)? {
+            Some(link) => Some(link),
+            None => match &key {
+                Some(key) => store
+                    .link_by_key(pair, key)?
+                    .filter(|l| l.id_on(side).is_none()),
+                None => None,
+            },
+        };
+        let other = side.other();
+        let counterpart = match &link {
+            Some(link) => match link.id_on(other) {
+                Some(id) => store.inbox_find(pair, other, Some(id), None)?,
+                None => None,
+            },
+            None => store
+                .inbox_find(pair, other, None, key.as_deref())?
+                // A staged record that is linked already belongs to its own link.
+                .filter(|r| {
+                    store
+                        .link_by_id(pair, other, &r.id)
+                        .ok()
+                        .flatten()
+                        .is_none()
+                }),
+        };
+        let mut fresh: [Option<Record>; 2] = [None, None];
+        if let Some(record) = counterpart
+            && taken.insert((other, record.id.clone()))
+        {
+            consumed.push((other, record.id.clone()));
+            fresh[other as usize] = Some(record);
+        }
+        fresh[side as usize] = Some(row.record);
+        let link = link.map(|l| store.link_state(l)).transpose()?;
+        items.push(Item { link, fresh });
+    }
+    Ok((items, consumed))
+}
+
+/// Open an existing store for reading, without creating one.
+pub fn open_existing_store(path: &Path) -> Result<Store, String> {
+    if !path.exists() {
+        return Err(format!(
+            "no state store at {} yet; run `tandem sync --once` first",
+            path.display()
+        ));
+    }
+    Store::open(path).map_err(|e| e.to_string())
+}

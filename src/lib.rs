@@ -1,0 +1,15 @@
+//! tandem keeps two live SaaS systems aligned in both directions, field by
+//! field, with a three-way merge against the last agreed values and conflicts
+//! that people resolve. See ARCHITECTURE.md for the map.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod fixtures;
+pub mod location;
+pub mod policy;
+pub mod reconcile;
+pub mod side;
+pub mod store;

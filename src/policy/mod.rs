@@ -1,0 +1,174 @@
+//! Policies: which fields of a pair sync, where each lives on both sides, and
+//! the rule that settles a field changed on both sides.
+//!
+//! A policy file is parsed in two stages: [`raw`] reads the TOML into a
+//! shape-checked form (unknown keys rejected), [`compile`] checks it against
+//! the connectors' paths and reports every problem at once with file:line:column.
+//! The compiled [`Policy`] also maps records to canonical values and back. This
+//! module does no I/O apart from reading the file, and never reads the clock.
+
+mod compile;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tandem_core::{FieldMap, normalize_key};
+
+pub use compile::{Schemas, compile, load};
+
+use crate::side::Side;
+
+/// Canonical values of a record: field name to value, `Null` when empty.
+pub type Values = BTreeMap<String, Value>;
+
+/// How a field changed on both sides since the base is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// The match key: it links records and is written only when a record is created.
+    Key,
+    /// The named side wins. An edit on the other side alone still flows.
+    SourceOfTruth(Side),
+    /// The side whose record changed last wins; equal times go to `tie`, or to a person if none.
+    Newest {
+        /// The side that wins a tie; `None` opens a conflict.
+        tie: Option<Side>,
+    },
+    /// A person decides: the field is written nowhere until the conflict is resolved.
+    Manual,
+}
+
+impl Rule {
+    /// The rule as a policy file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Key => "key",
+            Rule::SourceOfTruth(_) => "source_of_truth",
+            Rule::Newest { .. } => "newest",
+            Rule::Manual => "manual",
+        }
+    }
+}
+
+/// One synced field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldPolicy {
+    /// The canonical name (`first_name`).
+    pub name: String,
+    /// Its path on the left connector (`properties.firstname`).
+    pub left: String,
+    /// Its path on the right connector (`merge_fields.FNAME`).
+    pub right: String,
+    /// How concurrent edits are settled.
+    pub rule: Rule,
+}
+
+impl FieldPolicy {
+    /// The field's path on `side`.
+    pub fn path(&self, side: Side) -> &str {
+        match side {
+            Side::Left => &self.left,
+            Side::Right => &self.right,
+        }
+    }
+}
+
+/// A compiled, valid policy for one pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// The pair's name, used to key its state.
+    pub name: String,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The left connector's name.
+    pub left: String,
+    /// The right connector's name.
+    pub right: String,
+    /// Whether records missing on a side are created there, by target side (left, right).
+    pub create: [bool; 2],
+    /// The fields, in file order; exactly one has [`Rule::Key`].
+    pub fields: Vec<FieldPolicy>,
+}
+
+impl Policy {
+    /// The connector on `side`.
+    pub fn connector(&self, side: Side) -> &str {
+        match side {
+            Side::Left => &self.left,
+            Side::Right => &self.right,
+        }
+    }
+
+    /// Whether a record missing on `side` is created there.
+    pub fn creates_on(&self, side: Side) -> bool {
+        self.create[side as usize]
+    }
+
+    /// The match key field.
+    pub fn key_field(&self) -> &FieldPolicy {
+        self.fields
+            .iter()
+            .find(|f| f.rule == Rule::Key)
+            .expect("compile guarantees a key field")
+    }
+
+    /// Every path the policy reads on `side`, for the connector to request.
+    pub fn paths(&self, side: Side) -> Vec<String> {
+        self.fields
+            .iter()
+            .map(|f| f.path(side).to_string())
+            .collect()
+    }
+
+    /// A record's canonical values: each field read from its path and normalized
+    /// (text trimmed, empty text as `Null`, the key lowercased).
+    pub fn canonical(&self, side: Side, fields: &FieldMap) -> Values {
+        self.fields
+            .iter()
+            .map(|field| {
+                let raw = fields.get(field.path(side)).cloned().unwrap_or(Value::Null);
+                (field.name.clone(), normalize(field.rule, raw))
+            })
+            .collect()
+    }
+
+    /// Canonical values as paths and values to write on `side`.
+    pub fn to_side(&self, side: Side, values: &Values) -> FieldMap {
+        self.fields
+            .iter()
+            .filter_map(|field| {
+                Some((
+                    field.path(side).to_string(),
+                    values.get(&field.name)?.clone(),
+                ))
+            })
+            .collect()
+    }
+}
+
+fn normalize(rule: Rule, value: Value) -> Value {
+    match value {
+        Value::String(text) if rule == Rule::Key => {
+            normalize_key(&text).map_or(Value::Null, Value::String)
+        }
+        Value::String(text) => {
+            let trimmed = text.trim();
+            if trimmed.is_empty() {
+                Value::Null
+            } else if trimmed.len() == text.len() {
+                Value::String(text)
+            } else {
+                Value::String(trimmed.to_string())
+            }
+        }
+        other => other,
+    }
+}
+
+/// Read a policy file's name without compiling it (for messages).
+pub fn display_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}

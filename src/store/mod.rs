@@ -1,0 +1,1076 @@
+//! The SQLite state store: every SQL statement of tandem lives here.
+//!
+//! One connection, in WAL mode with full sync, owned by one writer. Async code
+//! reaches it through [`StoreHandle`], which runs each call on a blocking thread.
+//! Every method that changes state does so in one transaction, so a crash at any
+//! instant leaves either all of a step or none of it.
+
+mod migrate;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use serde_json::Value;
+use tandem_core::{FieldMap, Millis, Record, WriteOp};
+
+use crate::reconcile::{Base, FieldBase, FieldConflict};
+use crate::side::Side;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("state store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value is not the JSON it should be.
+    #[error("state store holds unreadable data: {0}")]
+    Corrupt(String),
+    /// The file was written by a newer tandem.
+    #[error(
+        "state store {path} is at schema version {found}, newer than this tandem knows ({known}); upgrade tandem"
+    )]
+    TooNew {
+        /// The file.
+        path: String,
+        /// Its version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serializes")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{e}: {text:.80}")))
+}
+
+/// A linked pair of records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// Row id.
+    pub id: i64,
+    /// The normalized match key.
+    pub key: String,
+    /// Record ids by side (left, right); `None` while being created.
+    pub ids: [Option<String>; 2],
+}
+
+impl Link {
+    /// The record id on `side`.
+    pub fn id_on(&self, side: Side) -> Option<&str> {
+        self.ids[side as usize].as_deref()
+    }
+}
+
+/// The last version of one side's record the engine saw or wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// Its change time.
+    pub updated_at: Millis,
+    /// Raw fields by vendor path.
+    pub fields: FieldMap,
+}
+
+/// Everything the store knows of a link.
+#[derive(Debug, Clone)]
+pub struct LinkState {
+    /// The link.
+    pub link: Link,
+    /// The agreed values.
+    pub base: Base,
+    /// Last seen versions by side (left, right).
+    pub snapshots: [Option<Snapshot>; 2],
+}
+
+/// A pulled record waiting to be reconciled.
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    /// The side it came from.
+    pub side: Side,
+    /// The record.
+    pub record: Record,
+}
+
+/// Which link a change is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkRef {
+    /// A link the store has.
+    Existing(i64),
+    /// A link to create, with the ids known so far.
+    New {
+        /// The normalized match key.
+        key: String,
+        /// Record ids by side.
+        ids: [Option<String>; 2],
+    },
+}
+
+/// A write to queue in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedWrite {
+    /// The side written.
+    pub side: Side,
+    /// Create, or update of a record id.
+    pub op: WriteOp,
+    /// The record's normalized match key.
+    pub key: String,
+    /// Values to send, by vendor path.
+    pub payload: FieldMap,
+    /// Per canonical field, the value on the source side; it becomes that side's base once confirmed.
+    pub sources: BTreeMap<String, Value>,
+    /// Why each field is written (the rule, or `changed`).
+    pub reasons: BTreeMap<String, String>,
+}
+
+/// A conflict to open or refresh, with both sides' change times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConflictNote {
+    /// The conflict.
+    pub conflict: FieldConflict,
+    /// Change times (left, right).
+    pub changed_at: [Millis; 2],
+}
+
+/// Everything reconciling one link decided, applied in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The link.
+    pub link: LinkRef,
+    /// Records seen now, to remember as the latest versions.
+    pub seen: Vec<(Side, Record)>,
+    /// Fields both sides agree on: the new base (left, right).
+    pub agreed: BTreeMap<String, (Value, Value)>,
+    /// Writes to queue; they replace pending writes of this link. A side with no
+    /// write here loses its pending update, which an older decision made.
+    pub writes: Vec<PlannedWrite>,
+    /// Conflicts to open or refresh.
+    pub conflicts: Vec<ConflictNote>,
+    /// Fields settled without a person; their open conflicts close.
+    pub settled: Vec<String>,
+}
+
+/// What applying changes did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Links created.
+    pub links_created: usize,
+    /// Writes queued (new or replacing a pending one).
+    pub writes_queued: usize,
+    /// Conflicts opened.
+    pub conflicts_opened: usize,
+    /// Conflicts closed because the sides came to agree.
+    pub conflicts_closed: usize,
+}
+
+/// A queued write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// Row id.
+    pub id: i64,
+    /// The link.
+    pub link_id: i64,
+    /// The side written.
+    pub side: Side,
+    /// Create or update.
+    pub op: WriteOp,
+    /// The normalized match key.
+    pub key: String,
+    /// Values to send.
+    pub payload: FieldMap,
+    /// Source-side values per canonical field.
+    pub sources: BTreeMap<String, Value>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// How a queued write ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// The system confirmed it.
+    Confirmed {
+        /// The outbox row.
+        row: i64,
+        /// The record as the system holds it now.
+        record: Record,
+        /// The new base of each written field (left, right).
+        base: Vec<(String, Value, Value)>,
+    },
+    /// The system rejected this record.
+    Rejected {
+        /// The outbox row.
+        row: i64,
+        /// Why.
+        error: String,
+        /// When to try again; `None` parks it as a dead letter.
+        retry_at: Option<Millis>,
+    },
+    /// The call failed as a whole (network, throttling): try again at `retry_at`, no attempt counted.
+    Deferred {
+        /// The outbox row.
+        row: i64,
+        /// Why.
+        error: String,
+        /// When to try again.
+        retry_at: Millis,
+    },
+}
+
+/// An open or resolved conflict, for listing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConflictRow {
+    /// Row id.
+    pub id: i64,
+    /// The pair.
+    pub pair: String,
+    /// The match key of the record.
+    pub key: String,
+    /// The field.
+    pub field: String,
+    /// The base, if there was one (left, right).
+    pub base: Option<(Value, Value)>,
+    /// The left value.
+    pub left: Value,
+    /// The right value.
+    pub right: Value,
+    /// The rule that gave up.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// When it was opened.
+    pub opened_at: Millis,
+}
+
+/// A write parked after too many failures.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadLetter {
+    /// Outbox row id.
+    pub id: i64,
+    /// The pair.
+    pub pair: String,
+    /// The side written.
+    pub side: Side,
+    /// The record's match key.
+    pub key: String,
+    /// Failed attempts.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+}
+
+/// One row of the audit log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at: Millis,
+    /// Who: `engine`, or a person.
+    pub actor: String,
+    /// What: `link`, `create`, `update`, `conflict_opened`, `conflict_closed`, `dead_letter`.
+    pub action: String,
+    /// The pair.
+    pub pair: Option<String>,
+    /// The link concerned.
+    pub link: Option<i64>,
+    /// The side written, if one was.
+    pub side: Option<String>,
+    /// Details of the action.
+    pub detail: Value,
+}
+
+/// Counts of one pair's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Links.
+    pub links: u64,
+    /// Open conflicts.
+    pub open_conflicts: u64,
+    /// Pending writes.
+    pub pending_writes: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+    /// Records pulled and not yet reconciled.
+    pub inbox: u64,
+}
+
+/// The state store.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `path` and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn, &path.display().to_string())
+    }
+
+    /// A store in memory, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?, ":memory:")
+    }
+
+    fn init(mut conn: Connection, name: &str) -> Result<Store> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate::run(&mut conn, name)?;
+        Ok(Store { conn })
+    }
+
+    /// Run SQLite's integrity check; `ok` when sound.
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    // ---- cursors and inbox ------------------------------------------------
+
+    /// The stored cursor of one side of a pair.
+    pub fn cursor(&self, pair: &str, side: Side) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM cursors WHERE pair = ?1 AND side = ?2",
+                params![pair, side.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stage pulled records and move the cursor past them, in one transaction.
+    /// A record older than the version already seen is dropped; a newer one
+    /// replaces a staged copy. Returns how many were staged.
+    pub fn stage(
+        &mut self,
+        pair: &str,
+        side: Side,
+        records: &[Record],
+        cursor: &str,
+        now: Millis,
+    ) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut staged = 0;
+        {
+            let mut seen = tx.prepare_cached(
+                "SELECT v.updated_at FROM links l JOIN versions v ON v.link_id = l.id AND v.side = ?2
+                 WHERE l.pair = ?1 AND l.{side}_id = ?3"
+                    .replace("{side}", side.as_str())
+                    .as_str(),
+            )?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO inbox (pair, side, record_id, match_key, updated_at, record, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (pair, side, record_id) DO UPDATE SET
+                     match_key = excluded.match_key, updated_at = excluded.updated_at,
+                     record = excluded.record, received_at = excluded.received_at
+                 WHERE excluded.updated_at >= inbox.updated_at",
+            )?;
+            for record in records {
+                let known: Option<Millis> = seen
+                    .query_row(params![pair, side.as_str(), record.id], |r| r.get(0))
+                    .optional()?;
+                if known.is_some_and(|at| record.updated_at < at) {
+                    continue;
+                }
+                let key = record.key.as_deref().and_then(tandem_core::normalize_key);
+                staged += insert.execute(params![
+                    pair,
+                    side.as_str(),
+                    record.id,
+                    key,
+                    record.updated_at,
+                    to_json(record),
+                    now
+                ])?;
+            }
+        }
+        tx.execute(
+            "INSERT INTO cursors (pair, side, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (pair, side) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![pair, side.as_str(), cursor, now],
+        )?;
+        tx.commit()?;
+        Ok(staged)
+    }
+
+    /// The oldest staged records of a pair, both sides.
+    pub fn inbox_batch(&self, pair: &str, limit: usize) -> Result<Vec<InboxRow>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT side, record FROM inbox WHERE pair = ?1 ORDER BY received_at, side, record_id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![pair, limit as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|row| {
+            let (side, record) = row?;
+            Ok(InboxRow {
+                side: parse_side(&side)?,
+                record: from_json(&record)?,
+            })
+        })
+        .collect()
+    }
+
+    /// A staged record of one side, by id or else by normalized key.
+    pub fn inbox_find(
+        &self,
+        pair: &str,
+        side: Side,
+        id: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<Option<Record>> {
+        let by_id = match id {
+            Some(id) => self
+                .conn
+                .prepare_cached(
+                    "SELECT record FROM inbox WHERE pair = ?1 AND side = ?2 AND record_id = ?3",
+                )?
+                .query_row(params![pair, side.as_str(), id], |r| r.get::<_, String>(0))
+                .optional()?,
+            None => None,
+        };
+        let found = match (by_id, key) {
+            (Some(found), _) => Some(found),
+            (None, Some(key)) => self
+                .conn
+                .prepare_cached("SELECT record FROM inbox WHERE pair = ?1 AND side = ?2 AND match_key = ?3 LIMIT 1")?
+                .query_row(params![pair, side.as_str(), key], |r| r.get::<_, String>(0))
+                .optional()?,
+            (None, None) => None,
+        };
+        found.map(|text| from_json(&text)).transpose()
+    }
+
+    // ---- links ------------------------------------------------------------
+
+    /// The link holding record `id` on `side`.
+    pub fn link_by_id(&self, pair: &str, side: Side, id: &str) -> Result<Option<Link>> {
+        let sql = format!(
+            "SELECT id, match_key, left_id, right_id FROM links WHERE pair = ?1 AND {}_id = ?2",
+            side.as_str()
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![pair, id], read_link)
+            .optional()?)
+    }
+
+    /// The link with this normalized match key.
+    pub fn link_by_key(&self, pair: &str, key: &str) -> Result<Option<Link>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id, match_key, left_id, right_id FROM links WHERE pair = ?1 AND match_key = ?2")?
+            .query_row(params![pair, key], read_link)
+            .optional()?)
+    }
+
+    /// A link with its base and last seen versions.
+    pub fn link_state(&self, link: Link) -> Result<LinkState> {
+        let mut base = Base::new();
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT field, left_value, right_value FROM base WHERE link_id = ?1")?;
+        let rows = statement.query_map([link.id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (field, left, right) = row?;
+            base.insert(
+                field,
+                FieldBase {
+                    left: from_json(&left)?,
+                    right: from_json(&right)?,
+                },
+            );
+        }
+        let mut snapshots = [None, None];
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT side, updated_at, fields FROM versions WHERE link_id = ?1")?;
+        let rows = statement.query_map([link.id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Millis>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (side, updated_at, fields) = row?;
+            snapshots[parse_side(&side)? as usize] = Some(Snapshot {
+                updated_at,
+                fields: from_json(&fields)?,
+            });
+        }
+        Ok(LinkState {
+            link,
+            base,
+            snapshots,
+        })
+    }
+
+    // ---- applying decisions -----------------------------------------------
+
+    /// Apply reconcile decisions and drop the consumed inbox rows, in one transaction.
+    pub fn apply(
+        &mut self,
+        pair: &str,
+        changes: &[Change],
+        consumed: &[(Side, String)],
+        now: Millis,
+    ) -> Result<Applied> {
+        let tx = self.conn.transaction()?;
+        let mut applied = Applied::default();
+        for change in changes {
+            apply_change(&tx, pair, change, now, &mut applied)?;
+        }
+        {
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM inbox WHERE pair = ?1 AND side = ?2 AND record_id = ?3",
+            )?;
+            for (side, id) in consumed {
+                delete.execute(params![pair, side.as_str(), id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(applied)
+    }
+
+    // ---- outbox -----------------------------------------------------------
+
+    /// Pending writes to one side that are due.
+    pub fn due_writes(
+        &self,
+        pair: &str,
+        side: Side,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT o.id, o.link_id, o.op, o.target_id, o.match_key, o.payload, o.fields, o.attempts
+             FROM outbox o WHERE o.pair = ?1 AND o.side = ?2 AND o.status = 'pending' AND o.next_attempt_at <= ?3
+             ORDER BY o.next_attempt_at, o.id LIMIT ?4",
+        )?;
+        let rows = statement.query_map(params![pair, side.as_str(), now, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, u32>(7)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, link_id, op, target, key, payload, fields, attempts) = row?;
+            let op = match (op.as_str(), target) {
+                ("update", Some(id)) => WriteOp::Update { id },
+                _ => WriteOp::Create,
+            };
+            Ok(OutboxRow {
+                id,
+                link_id,
+                side,
+                op,
+                key,
+                payload: from_json(&payload)?,
+                sources: from_json(&fields)?,
+                attempts,
+            })
+        })
+        .collect()
+    }
+
+    /// Record how queued writes ended, in one transaction. Returns how many became dead letters.
+    pub fn finish(&mut self, pair: &str, finishes: &[Finish], now: Millis) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut dead = 0;
+        for finish in finishes {
+            match finish {
+                Finish::Confirmed { row, record, base } => {
+                    confirm(&tx, pair, *row, record, base, now)?
+                }
+                Finish::Rejected {
+                    row,
+                    error,
+                    retry_at,
+                } => {
+                    let parked = retry_at.is_none();
+                    tx.execute(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, updated_at = ?3,
+                             status = CASE WHEN ?4 THEN 'dead' ELSE 'pending' END,
+                             next_attempt_at = COALESCE(?5, next_attempt_at)
+                         WHERE id = ?1",
+                        params![row, error, now, parked, retry_at],
+                    )?;
+                    if parked {
+                        dead += 1;
+                        let (link_id, side): (i64, String) = tx.query_row(
+                            "SELECT link_id, side FROM outbox WHERE id = ?1",
+                            [row],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )?;
+                        audit(
+                            &tx,
+                            now,
+                            "dead_letter",
+                            pair,
+                            Some(link_id),
+                            Some(&side),
+                            &serde_json::json!({ "outbox": row, "error": error }),
+                        )?;
+                    }
+                }
+                Finish::Deferred {
+                    row,
+                    error,
+                    retry_at,
+                } => {
+                    tx.execute(
+                        "UPDATE outbox SET last_error = ?2, next_attempt_at = ?3, updated_at = ?4 WHERE id = ?1",
+                        params![row, error, retry_at, now],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(dead)
+    }
+
+    // ---- reading for people ----------------------------------------------
+
+    /// Conflicts of every pair, open ones only unless `all`.
+    pub fn conflicts(&self, all: bool) -> Result<Vec<ConflictRow>> {
+        let mut statement = self.conn.prepare(
+            "SELECT c.id, c.pair, l.match_key, c.field, c.base_left, c.base_right, c.left_value, c.right_value,
+                    c.rule, c.reason, c.status, c.opened_at
+             FROM conflicts c JOIN links l ON l.id = c.link_id
+             WHERE ?1 OR c.status = 'open' ORDER BY c.opened_at, c.id",
+        )?;
+        let rows = statement.query_map([all], |r| {
+            Ok((
+                (
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ),
+                (
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ),
+                (
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                    r.get::<_, String>(10)?,
+                    r.get::<_, Millis>(11)?,
+                ),
+            ))
+        })?;
+        rows.map(|row| {
+            let (
+                (id, pair, key, field),
+                (base_left, base_right, left, right),
+                (rule, reason, status, opened_at),
+            ) = row?;
+            let base = match (base_left, base_right) {
+                (Some(l), Some(r)) => Some((from_json(&l)?, from_json(&r)?)),
+                _ => None,
+            };
+            Ok(ConflictRow {
+                id,
+                pair,
+                key,
+                field,
+                base,
+                left: from_json(&left)?,
+                right: from_json(&right)?,
+                rule,
+                reason,
+                status,
+                opened_at,
+            })
+        })
+        .collect()
+    }
+
+    /// Writes parked as dead letters.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        let mut statement = self.conn.prepare(
+            "SELECT id, pair, side, match_key, attempts, COALESCE(last_error, '') FROM outbox WHERE status = 'dead' ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, pair, side, key, attempts, error) = row?;
+            Ok(DeadLetter {
+                id,
+                pair,
+                side: parse_side(&side)?,
+                key,
+                attempts,
+                error,
+            })
+        })
+        .collect()
+    }
+
+    /// Counts of one pair's state.
+    pub fn counts(&self, pair: &str) -> Result<Counts> {
+        let count = |sql: &str| -> Result<u64> {
+            Ok(self.conn.query_row(sql, [pair], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(Counts {
+            links: count("SELECT COUNT(*) FROM links WHERE pair = ?1")?,
+            open_conflicts: count(
+                "SELECT COUNT(*) FROM conflicts WHERE pair = ?1 AND status = 'open'",
+            )?,
+            pending_writes: count(
+                "SELECT COUNT(*) FROM outbox WHERE pair = ?1 AND status = 'pending'",
+            )?,
+            dead_letters: count("SELECT COUNT(*) FROM outbox WHERE pair = ?1 AND status = 'dead'")?,
+            inbox: count("SELECT COUNT(*) FROM inbox WHERE pair = ?1")?,
+        })
+    }
+
+    /// The newest `limit` audit rows, oldest first.
+    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut statement = self.conn.prepare(
+            "SELECT at, actor, action, pair, link_id, side, detail FROM audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = statement.query_map([limit as i64], |r| {
+            Ok((
+                AuditEntry {
+                    at: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    pair: r.get(3)?,
+                    link: r.get(4)?,
+                    side: r.get(5)?,
+                    detail: Value::Null,
+                },
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = rows
+            .map(|row| {
+                let (entry, detail) = row?;
+                Ok(AuditEntry {
+                    detail: from_json(&detail)?,
+                    ..entry
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+}
+
+fn parse_side(text: &str) -> Result<Side> {
+    Side::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown side {text:?}")))
+}
+
+fn read_link(r: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
+    Ok(Link {
+        id: r.get(0)?,
+        key: r.get(1)?,
+        ids: [r.get(2)?, r.get(3)?],
+    })
+}
+
+/// Record something the engine did.
+fn audit(
+    tx: &Transaction<'_>,
+    at: Millis,
+    action: &str,
+    pair: &str,
+    link: Option<i64>,
+    side: Option<&str>,
+    detail: &Value,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO audit (at, actor, action, pair, link_id, side, detail) VALUES (?1, 'engine', ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![at, action, pair, link, side, to_json(detail)])?;
+    Ok(())
+}
+
+fn upsert_version(
+    tx: &Transaction<'_>,
+    link: i64,
+    side: Side,
+    updated_at: Millis,
+    fields: &FieldMap,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO versions (link_id, side, updated_at, fields) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (link_id, side) DO UPDATE SET updated_at = excluded.updated_at, fields = excluded.fields",
+    )?
+    .execute(params![link, side.as_str(), updated_at, to_json(fields)])?;
+    Ok(())
+}
+
+fn upsert_base(
+    tx: &Transaction<'_>,
+    link: i64,
+    field: &str,
+    left: &Value,
+    right: &Value,
+    now: Millis,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO base (link_id, field, left_value, right_value, agreed_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (link_id, field) DO UPDATE SET left_value = excluded.left_value,
+             right_value = excluded.right_value, agreed_at = excluded.agreed_at",
+    )?
+    .execute(params![link, field, to_json(left), to_json(right), now])?;
+    Ok(())
+}
+
+fn apply_change(
+    tx: &Transaction<'_>,
+    pair: &str,
+    change: &Change,
+    now: Millis,
+    applied: &mut Applied,
+) -> Result<()> {
+    let link = match &change.link {
+        LinkRef::Existing(id) => *id,
+        LinkRef::New { key, ids } => {
+            tx.prepare_cached("INSERT INTO links (pair, match_key, left_id, right_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![pair, key, ids[0], ids[1], now])?;
+            let id = tx.last_insert_rowid();
+            applied.links_created += 1;
+            audit(
+                tx,
+                now,
+                "link",
+                pair,
+                Some(id),
+                None,
+                &serde_json::json!({ "key": key, "left": ids[0], "right": ids[1] }),
+            )?;
+            id
+        }
+    };
+    for (side, record) in &change.seen {
+        upsert_version(tx, link, *side, record.updated_at, &record.fields)?;
+    }
+    for (field, (left, right)) in &change.agreed {
+        upsert_base(tx, link, field, left, right, now)?;
+    }
+    let written: HashSet<Side> = change.writes.iter().map(|w| w.side).collect();
+    for side in Side::BOTH.into_iter().filter(|s| !written.contains(s)) {
+        // An older decision's pending update is stale now; a dead letter stays for a person to see.
+        tx.prepare_cached(
+            "DELETE FROM outbox WHERE link_id = ?1 AND side = ?2 AND status = 'pending'",
+        )?
+        .execute(params![link, side.as_str()])?;
+    }
+    for write in &change.writes {
+        let (op, target) = match &write.op {
+            WriteOp::Create => ("create", None),
+            WriteOp::Update { id } => ("update", Some(id.as_str())),
+        };
+        tx.prepare_cached(
+            "INSERT INTO outbox (pair, link_id, side, op, target_id, match_key, payload, fields, idempotency_key,
+                                 next_attempt_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?10)
+             ON CONFLICT (link_id, side) DO UPDATE SET op = excluded.op, target_id = excluded.target_id,
+                 match_key = excluded.match_key, payload = excluded.payload, fields = excluded.fields,
+                 status = 'pending', updated_at = excluded.updated_at",
+        )?
+        .execute(params![
+            pair,
+            link,
+            write.side.as_str(),
+            op,
+            target,
+            write.key,
+            to_json(&write.payload),
+            to_json(&write.sources),
+            uuid::Uuid::new_v4().to_string(),
+            now
+        ])?;
+        applied.writes_queued += 1;
+    }
+    for note in &change.conflicts {
+        let c = &note.conflict;
+        let (base_left, base_right) = match &c.base {
+            Some(b) => (Some(to_json(&b.left)), Some(to_json(&b.right))),
+            None => (None, None),
+        };
+        let existed: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM conflicts WHERE link_id = ?1 AND field = ?2 AND status = 'open')")?
+            .query_row(params![link, c.field], |r| r.get(0))?;
+        tx.prepare_cached(
+            "INSERT INTO conflicts (pair, link_id, field, base_left, base_right, left_value, right_value,
+                                    left_changed_at, right_changed_at, rule, reason, opened_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+             ON CONFLICT (link_id, field) WHERE status = 'open' DO UPDATE SET
+                 left_value = excluded.left_value, right_value = excluded.right_value,
+                 left_changed_at = excluded.left_changed_at, right_changed_at = excluded.right_changed_at,
+                 reason = excluded.reason, updated_at = excluded.updated_at",
+        )?
+        .execute(params![
+            pair,
+            link,
+            c.field,
+            base_left,
+            base_right,
+            to_json(&c.left),
+            to_json(&c.right),
+            note.changed_at[0],
+            note.changed_at[1],
+            c.rule.name(),
+            c.reason,
+            now
+        ])?;
+        if !existed {
+            applied.conflicts_opened += 1;
+            audit(
+                tx,
+                now,
+                "conflict_opened",
+                pair,
+                Some(link),
+                None,
+                &serde_json::json!({
+                    "field": c.field, "left": c.left, "right": c.right, "rule": c.rule.name(), "reason": c.reason,
+                }),
+            )?;
+        }
+    }
+    for field in &change.settled {
+        let closed = tx
+            .prepare_cached(
+                "UPDATE conflicts SET status = 'resolved', resolution = 'converged', resolved_by = 'engine',
+                     resolved_at = ?3, updated_at = ?3
+                 WHERE link_id = ?1 AND field = ?2 AND status = 'open'",
+            )?
+            .execute(params![link, field, now])?;
+        if closed > 0 {
+            applied.conflicts_closed += closed;
+            audit(
+                tx,
+                now,
+                "conflict_closed",
+                pair,
+                Some(link),
+                None,
+                &serde_json::json!({ "field": field, "resolution": "converged" }),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn confirm(
+    tx: &Transaction<'_>,
+    pair: &str,
+    row: i64,
+    record: &Record,
+    base: &[(String, Value, Value)],
+    now: Millis,
+) -> Result<()> {
+    let (link, side, op, payload): (i64, String, String, String) = tx.query_row(
+        "SELECT link_id, side, op, payload FROM outbox WHERE id = ?1",
+        [row],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    let side = parse_side(&side)?;
+    if op == "create" {
+        let sql = format!("UPDATE links SET {}_id = ?2 WHERE id = ?1", side.as_str());
+        tx.execute(&sql, params![link, record.id])?;
+    }
+    // Merge what came back into the last version seen: an update's answer may hold only the written fields.
+    let previous: Option<String> = tx
+        .query_row(
+            "SELECT fields FROM versions WHERE link_id = ?1 AND side = ?2",
+            params![link, side.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let mut fields: FieldMap = match previous {
+        Some(text) => from_json(&text)?,
+        None => FieldMap::new(),
+    };
+    fields.extend(record.fields.clone());
+    upsert_version(tx, link, side, record.updated_at, &fields)?;
+    for (field, left, right) in base {
+        upsert_base(tx, link, field, left, right, now)?;
+    }
+    let payload: Value = from_json(&payload)?;
+    audit(
+        tx,
+        now,
+        if op == "create" { "create" } else { "update" },
+        pair,
+        Some(link),
+        Some(side.as_str()),
+        &serde_json::json!({
+            "record": record.id, "written": payload,
+        }),
+    )?;
+    tx.execute("DELETE FROM outbox WHERE id = ?1", [row])?;
+    Ok(())
+}
+
+/// The store behind a lock, for async code: each call runs on a blocking thread.
+#[derive(Clone)]
+pub struct StoreHandle {
+    inner: Arc<Mutex<Store>>,
+}
+
+impl StoreHandle {
+    /// Wrap a store.
+    pub fn new(store: Store) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(store)),
+        }
+    }
+
+    /// Run `f` with the store on a blocking thread.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Store) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic inside a call aborts its transaction, so the store behind a poisoned lock is sound.
+            let mut store = inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut store)
+        })
+        .await
+        .expect("store calls do not panic")
+    }
+}

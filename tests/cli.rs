@@ -1,0 +1,275 @@
+//! The `tandem` binary: bad input gives a one-line error naming the file or
+//! setting, exit code 2, and writes nothing; the demo runs on a fresh directory.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::support::World;
+
+/// Run the binary. The simulators of a test live on its runtime, so the child
+/// is waited for without blocking that runtime.
+async fn tandem(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+    command.args(args).env_remove("TANDEM_LOG");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().await.expect("tandem runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Exit code 2, one line of error naming `needle`, and no state store written.
+fn assert_bad_input(output: &Output, needle: &str, store: &Path) {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one line expected: {text}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{needle:?} not in {text}"
+    );
+    assert!(
+        !store.exists(),
+        "a state store was written at {}",
+        store.display()
+    );
+}
+
+/// The 1-based line of a file that contains `needle`.
+fn line_of(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap()
+        + 1
+}
+
+fn config_with(world: &World, edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
+    let path = world.dir.path().join("tandem.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_missing_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.toml");
+    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    assert_bad_input(
+        &output,
+        "nope.toml: cannot read the config file",
+        &dir.path().join("tandem.sqlite"),
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_config_is_placed_by_line_and_column() {
+    let world = World::new(vec![], vec![]).await;
+    let path = config_with(&world, |text| {
+        text.replace("poll_interval_secs = 1", "poll_interval_secs = \"often\"")
+    });
+    let line = line_of(&path, "poll_interval_secs");
+    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    assert_bad_input(
+        &output,
+        &format!("tandem.toml:{line}:22: invalid type: string \"often\""),
+        &world.config.store_path,
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_config_key_is_an_error() {
+    let world = World::new(vec![], vec![]).await;
+    let path = config_with(&world, |text| {
+        text.replace("[engine]", "[engine]\npol_interval_secs = 5")
+    });
+    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    assert_bad_input(
+        &output,
+        "unknown field `pol_interval_secs`",
+        &world.config.store_path,
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_policy_is_placed_by_line_and_column() {
+    let world = World::new(vec![], vec![]).await;
+    let policy = world.dir.path().join("policies/hubspot-mailchimp.toml");
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("rule = \"manual\"", "rule = \"manul\"");
+    std::fs::write(&policy, text).unwrap();
+    let config = world.dir.path().join("tandem.toml");
+    let line = line_of(&policy, "manul");
+    let output = tandem(
+        &["sync", "--once", "--config", config.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    let expected = format!(
+        "hubspot-mailchimp.toml:{line}:8: field `company`: unknown rule `manul` (hint: use \"newest\""
+    );
+    assert_bad_input(&output, &expected, &world.config.store_path);
+}
+
+#[tokio::test]
+async fn a_missing_credential_variable_is_named() {
+    let world = World::new(vec![], vec![]).await;
+    let path = config_with(&world, |text| {
+        text.replace(
+            "token_file = \"hubspot.token\"",
+            "token_env = \"TANDEM_TEST_UNSET_TOKEN\"",
+        )
+    });
+    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    assert_bad_input(
+        &output,
+        "connectors.hubspot.token_env: environment variable TANDEM_TEST_UNSET_TOKEN is not set",
+        &world.config.store_path,
+    );
+}
+
+#[tokio::test]
+async fn a_credential_from_the_environment_works() {
+    let world = World::new(
+        vec![crate::support::contact(
+            "ada@example.com",
+            &[("firstname", "Ada")],
+        )],
+        vec![],
+    )
+    .await;
+    let path = config_with(&world, |text| {
+        text.replace(
+            "token_file = \"hubspot.token\"",
+            "token_env = \"TANDEM_TEST_TOKEN\"",
+        )
+    });
+    let output = tandem(
+        &[
+            "sync",
+            "--once",
+            "--json",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[("TANDEM_TEST_TOKEN", "sim-hubspot-token")],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["pairs"][0]["created"], serde_json::json!([0, 1]));
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("sim-hubspot-token"),
+        "the secret must not be printed"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_credential_is_named() {
+    let world = World::new(vec![], vec![]).await;
+    std::fs::write(world.dir.path().join("hubspot.token"), "not-the-token").unwrap();
+    let config = world.dir.path().join("tandem.toml");
+    let output = tandem(
+        &["sync", "--once", "--config", config.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    assert_bad_input(
+        &output,
+        "connectors.hubspot.token_file: hubspot: credentials rejected (HTTP 401)",
+        &world.config.store_path,
+    );
+    assert!(!stderr(&output).contains("not-the-token"));
+}
+
+#[tokio::test]
+async fn an_unreachable_base_url_is_named() {
+    let world = World::new(vec![], vec![]).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let path = config_with(&world, |text| text.replacen(&world.hubspot_url, &dead, 1));
+    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    assert_bad_input(
+        &output,
+        "connectors.hubspot.base_url: hubspot: cannot reach",
+        &world.config.store_path,
+    );
+}
+
+#[tokio::test]
+async fn conflicts_list_shows_open_conflicts() {
+    let world = World::new(
+        vec![crate::support::contact(
+            "ada@example.com",
+            &[("company", "Analytical")],
+        )],
+        vec![crate::support::member(
+            "ada@example.com",
+            &[("COMPANY", "Engines Ltd")],
+        )],
+    )
+    .await;
+    let config = world.dir.path().join("tandem.toml");
+    let config = config.to_str().unwrap();
+    let before = tandem(&["conflicts", "list", "--config", config], &[]).await;
+    assert_eq!(
+        before.status.code(),
+        Some(2),
+        "no store yet: {}",
+        stderr(&before)
+    );
+    assert!(stderr(&before).contains("no state store"));
+
+    assert_eq!(
+        tandem(&["sync", "--once", "--config", config], &[])
+            .await
+            .status
+            .code(),
+        Some(0)
+    );
+    let listed = tandem(&["conflicts", "list", "--config", config], &[]).await;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        text.contains("ada@example.com")
+            && text.contains("company")
+            && text.contains("Engines Ltd"),
+        "{text}"
+    );
+    let json = tandem(&["conflicts", "list", "--json", "--config", config], &[]).await;
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_demo_runs_once_on_a_fresh_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("demo");
+    let output = tandem(
+        &["demo", "--once", "--json", "--dir", work.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let pair = &report["pairs"][0];
+    assert_eq!(pair["linked"], 700);
+    assert_eq!(pair["created"], serde_json::json!([150, 150]));
+    assert!(pair["open_conflicts"].as_u64().unwrap() > 0);
+    assert_eq!(pair["skipped"]["nokey"], 5);
+    assert!(work.join("tandem.sqlite").exists() && work.join("tandem.toml").exists());
+
+    // The human report names where to look next.
+    let human = tandem(&["demo", "--once", "--dir", work.to_str().unwrap()], &[]).await;
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("linked      700") && text.contains("tandem conflicts list --config"),
+        "{text}"
+    );
+}

@@ -1,0 +1,168 @@
+//! The test world: both simulators on loopback, a working directory with a
+//! config and the shipped policy, and an engine on a hand-driven clock.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tandem::config::Config;
+use tandem::demo::{Workspace, write_workspace};
+use tandem::engine::{Clock, Engine, PairReport};
+use tandem_hubspot::sim::{
+    HubSpotSim, Seed as HubSpotSeed, SeedContact, SimConfig as HubSpotSimConfig,
+};
+use tandem_mailchimp::sim::{
+    MailchimpSim, MergeFieldDef, Seed as MailchimpSeed, SeedMember, SimConfig as MailchimpSimConfig,
+};
+use tokio_util::sync::CancellationToken;
+
+pub struct World {
+    pub hubspot: HubSpotSim,
+    pub mailchimp: MailchimpSim,
+    pub hubspot_url: String,
+    pub mailchimp_url: String,
+    pub config: Config,
+    pub clock: Clock,
+    pub dir: tempfile::TempDir,
+}
+
+/// A HubSpot contact for a seed.
+pub fn contact(email: &str, properties: &[(&str, &str)]) -> SeedContact {
+    let mut all: std::collections::BTreeMap<String, String> = properties
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    all.insert("email".into(), email.into());
+    SeedContact {
+        properties: all,
+        updated_at: Some("2026-03-01T10:00:00.000Z".into()),
+        created_at: None,
+    }
+}
+
+/// A Mailchimp member for a seed.
+pub fn member(email: &str, merge_fields: &[(&str, &str)]) -> SeedMember {
+    SeedMember {
+        email_address: email.into(),
+        status: Some("subscribed".into()),
+        merge_fields: merge_fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect(),
+        last_changed: Some("2026-03-01T09:00:00+00:00".into()),
+    }
+}
+
+impl World {
+    /// Simulators seeded with these records, the shipped policy, overlap windows of zero.
+    pub async fn new(contacts: Vec<SeedContact>, members: Vec<SeedMember>) -> World {
+        let hubspot = HubSpotSim::new(HubSpotSimConfig::default());
+        hubspot
+            .seed(HubSpotSeed {
+                properties: vec![],
+                contacts,
+            })
+            .unwrap();
+        let mailchimp = MailchimpSim::new(MailchimpSimConfig::default());
+        let company = MergeFieldDef {
+            tag: "COMPANY".into(),
+            name: "Company".into(),
+            kind: "text".into(),
+            required: false,
+        };
+        mailchimp
+            .seed(MailchimpSeed {
+                merge_fields: vec![company],
+                members,
+            })
+            .unwrap();
+        let hubspot_url = hubspot.clone().spawn().await.unwrap();
+        let mailchimp_url = mailchimp.clone().spawn().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = Workspace {
+            hubspot_url: hubspot_url.clone(),
+            hubspot_token: HubSpotSimConfig::default().token,
+            mailchimp_url: mailchimp_url.clone(),
+            mailchimp_key: MailchimpSimConfig::default().api_key,
+            list_id: MailchimpSimConfig::default().list_id,
+            poll_interval_secs: 1,
+            overlap_secs: 0,
+        };
+        let config = Config::load(&write_workspace(dir.path(), &workspace).unwrap()).unwrap();
+        World {
+            hubspot,
+            mailchimp,
+            hubspot_url,
+            mailchimp_url,
+            config,
+            clock: Clock::manual(1_800_000_000_000),
+            dir,
+        }
+    }
+
+    pub async fn engine(&self) -> Engine {
+        Engine::start(&self.config, self.clock.clone())
+            .await
+            .unwrap()
+    }
+
+    /// One pass; the report of the one pair.
+    pub async fn pass(&self, engine: &Engine) -> PairReport {
+        let mut report = engine.pass(&CancellationToken::new()).await.unwrap();
+        assert_eq!(report.pairs.len(), 1);
+        report.pairs.remove(0)
+    }
+
+    /// Let time pass for both simulators, so the next edits are later than the last.
+    pub fn later(&self) {
+        self.hubspot.advance_clock(Duration::from_secs(2));
+        self.mailchimp.advance_clock(Duration::from_secs(2));
+    }
+
+    /// A HubSpot contact's property, `None` if unset or no such contact.
+    pub fn hubspot_value(&self, email: &str, property: &str) -> Option<String> {
+        self.hubspot
+            .contact_by_email(email)?
+            .properties
+            .get(property)
+            .cloned()
+            .flatten()
+    }
+
+    /// A Mailchimp member's merge field, `None` if empty or no such member.
+    pub fn mailchimp_value(&self, email: &str, tag: &str) -> Option<String> {
+        let value = self
+            .mailchimp
+            .member(email)?
+            .merge_fields
+            .get(tag)
+            .cloned()?;
+        value.as_str().filter(|s| !s.is_empty()).map(String::from)
+    }
+
+    /// Create a HubSpot contact through the public API, as another app would.
+    pub async fn create_in_hubspot(&self, properties: Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/crm/v3/objects/contacts", self.hubspot_url))
+            .bearer_auth(HubSpotSimConfig::default().token)
+            .json(&json!({ "properties": properties }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    /// Add a Mailchimp member through the public API, as a signup form would.
+    pub async fn create_in_mailchimp(&self, email: &str, merge_fields: Value) -> Value {
+        let hash = tandem_mailchimp::subscriber_hash(email);
+        let response = reqwest::Client::new()
+            .put(format!("{}/lists/{}/members/{hash}", self.mailchimp_url, MailchimpSimConfig::default().list_id))
+            .basic_auth("form", Some(MailchimpSimConfig::default().api_key))
+            .json(&json!({ "email_address": email, "status_if_new": "subscribed", "merge_fields": merge_fields }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+}

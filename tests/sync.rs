@@ -1,0 +1,372 @@
+//! The vertical slice's acceptance: records created and edited on either side
+//! reach the other, concurrent edits follow their rules, our own writes do not
+//! come back, cursors survive a restart, and a rejected record fails alone.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tandem::side::Side;
+
+use crate::support::{World, contact, member};
+
+const ADA: &str = "ada@example.com";
+
+async fn linked_world() -> World {
+    World::new(
+        vec![contact(
+            ADA,
+            &[
+                ("firstname", "Ada"),
+                ("lastname", "Lovelace"),
+                ("phone", "+1 555 0100"),
+                ("company", "Analytical"),
+            ],
+        )],
+        vec![member(
+            ADA,
+            &[
+                ("FNAME", "Ada"),
+                ("LNAME", "Lovelace"),
+                ("PHONE", "+1 555 0100"),
+                ("COMPANY", "Analytical"),
+            ],
+        )],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_contact_created_on_either_side_appears_on_the_other() {
+    let world = World::new(vec![], vec![]).await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+
+    world.create_in_hubspot(json!({"email": "grace@example.com", "firstname": "Grace", "lastname": "Hopper", "phone": "+1 555 0101"})).await;
+    world
+        .create_in_mailchimp(
+            "alan@example.org",
+            json!({"FNAME": "Alan", "LNAME": "Turing", "COMPANY": "Bletchley"}),
+        )
+        .await;
+    let report = world.pass(&engine).await;
+
+    assert_eq!(report.created, [1, 1], "{report:?}");
+    assert_eq!(
+        world
+            .mailchimp_value("grace@example.com", "FNAME")
+            .as_deref(),
+        Some("Grace")
+    );
+    assert_eq!(
+        world
+            .mailchimp_value("grace@example.com", "PHONE")
+            .as_deref(),
+        Some("+1 555 0101")
+    );
+    assert_eq!(
+        world.mailchimp.member("grace@example.com").unwrap().status,
+        "subscribed"
+    );
+    assert_eq!(
+        world
+            .hubspot_value("alan@example.org", "firstname")
+            .as_deref(),
+        Some("Alan")
+    );
+    assert_eq!(
+        world
+            .hubspot_value("alan@example.org", "company")
+            .as_deref(),
+        Some("Bletchley")
+    );
+}
+
+#[tokio::test]
+async fn an_update_on_either_side_reaches_the_other() {
+    let world = linked_world().await;
+    let engine = world.engine().await;
+    let first = world.pass(&engine).await;
+    assert_eq!((first.linked, first.writes()), (1, 0), "{first:?}");
+
+    world.later();
+    world.hubspot.edit(ADA, &[("phone", "+44 20 7946 0000")]);
+    world.mailchimp.edit(ADA, &[("LNAME", "King")]);
+    let report = world.pass(&engine).await;
+
+    assert_eq!(report.updated, [1, 1], "{report:?}");
+    assert_eq!(
+        world.mailchimp_value(ADA, "PHONE").as_deref(),
+        Some("+44 20 7946 0000")
+    );
+    assert_eq!(
+        world.hubspot_value(ADA, "lastname").as_deref(),
+        Some("King")
+    );
+}
+
+#[tokio::test]
+async fn newest_takes_the_later_edit() {
+    let world = linked_world().await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+
+    world.later();
+    world.hubspot.edit(ADA, &[("firstname", "Augusta")]);
+    world.later();
+    world.mailchimp.edit(ADA, &[("FNAME", "Countess")]);
+    world.pass(&engine).await;
+    assert_eq!(
+        world.hubspot_value(ADA, "firstname").as_deref(),
+        Some("Countess")
+    );
+    assert_eq!(
+        world.mailchimp_value(ADA, "FNAME").as_deref(),
+        Some("Countess")
+    );
+
+    // And the other way round: HubSpot later.
+    world.later();
+    world.mailchimp.edit(ADA, &[("FNAME", "Ada")]);
+    world.later();
+    world.hubspot.edit(ADA, &[("firstname", "Augusta Ada")]);
+    world.pass(&engine).await;
+    assert_eq!(
+        world.mailchimp_value(ADA, "FNAME").as_deref(),
+        Some("Augusta Ada")
+    );
+    assert_eq!(
+        world.hubspot_value(ADA, "firstname").as_deref(),
+        Some("Augusta Ada")
+    );
+}
+
+#[tokio::test]
+async fn source_of_truth_takes_the_named_side_even_when_the_other_is_newer() {
+    let world = linked_world().await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+
+    world.later();
+    world.hubspot.edit(ADA, &[("phone", "+1 555 0199")]);
+    world.later();
+    world.mailchimp.edit(ADA, &[("PHONE", "+1 555 0142")]);
+    world.pass(&engine).await;
+
+    assert_eq!(
+        world.hubspot_value(ADA, "phone").as_deref(),
+        Some("+1 555 0199")
+    );
+    assert_eq!(
+        world.mailchimp_value(ADA, "PHONE").as_deref(),
+        Some("+1 555 0199")
+    );
+}
+
+#[tokio::test]
+async fn manual_leaves_both_sides_and_opens_one_conflict_while_other_fields_sync() {
+    let world = linked_world().await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+
+    world.later();
+    world
+        .hubspot
+        .edit(ADA, &[("company", "Babbage & Co"), ("lastname", "King")]);
+    world
+        .mailchimp
+        .edit(ADA, &[("COMPANY", "Analytical Engines Ltd")]);
+    let report = world.pass(&engine).await;
+
+    assert_eq!(report.conflicts_opened, 1, "{report:?}");
+    assert_eq!(
+        world.hubspot_value(ADA, "company").as_deref(),
+        Some("Babbage & Co")
+    );
+    assert_eq!(
+        world.mailchimp_value(ADA, "COMPANY").as_deref(),
+        Some("Analytical Engines Ltd")
+    );
+    assert_eq!(
+        world.mailchimp_value(ADA, "LNAME").as_deref(),
+        Some("King"),
+        "the record's other fields still sync"
+    );
+
+    // More passes and more edits of the same field keep exactly one open conflict.
+    world.later();
+    world
+        .mailchimp
+        .edit(ADA, &[("COMPANY", "Analytical Engines plc")]);
+    let again = world.pass(&engine).await;
+    assert_eq!(
+        (again.conflicts_opened, again.open_conflicts),
+        (0, 1),
+        "{again:?}"
+    );
+    let conflicts = engine.store().call(|s| s.conflicts(false)).await.unwrap();
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].field, "company");
+    assert_eq!(conflicts[0].right, json!("Analytical Engines plc"));
+    assert_eq!(
+        conflicts[0].base,
+        Some((json!("Analytical"), json!("Analytical")))
+    );
+
+    // When someone makes both sides agree, the conflict closes by itself.
+    world.later();
+    world
+        .hubspot
+        .edit(ADA, &[("company", "Analytical Engines plc")]);
+    let settled = world.pass(&engine).await;
+    assert_eq!(
+        (settled.conflicts_closed, settled.open_conflicts),
+        (1, 0),
+        "{settled:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pass_right_after_a_sync_writes_nothing() {
+    let (hubspot, mailchimp) = tandem::fixtures::generate(tandem::fixtures::Profile::DEMO, 3);
+    let world = World::new(hubspot.contacts, mailchimp.members).await;
+    let engine = world.engine().await;
+    let first = world.pass(&engine).await;
+    assert!(
+        first.writes() > 300,
+        "the demo data needs many writes: {first:?}"
+    );
+
+    let writes_before = (world.hubspot.stats().writes, world.mailchimp.stats().writes);
+    let second = world.pass(&engine).await;
+    assert!(
+        second.pulled.iter().sum::<usize>() > 0,
+        "our writes are read back: {second:?}"
+    );
+    assert_eq!(second.writes(), 0, "{second:?}");
+    assert_eq!(second.conflicts_opened, 0);
+    assert_eq!(
+        (world.hubspot.stats().writes, world.mailchimp.stats().writes),
+        writes_before
+    );
+    let third = world.pass(&engine).await;
+    assert_eq!(third.writes(), 0, "{third:?}");
+}
+
+#[tokio::test]
+async fn a_restarted_engine_resumes_from_its_cursors() {
+    let (hubspot, mailchimp) = tandem::fixtures::generate(tandem::fixtures::Profile::DEMO, 4);
+    let world = World::new(hubspot.contacts, mailchimp.members).await;
+    {
+        let engine = world.engine().await;
+        let first = world.pass(&engine).await;
+        assert!(first.pulled[0] > 800 && first.pulled[1] > 800, "{first:?}");
+        world.pass(&engine).await;
+        // Mailchimp's times have whole seconds, so a poll reaches one second back;
+        // an idle pass a little later moves the watermarks past the first pass's writes.
+        world.later();
+        world.pass(&engine).await;
+    }
+    let restarted = world.engine().await;
+    let report = world.pass(&restarted).await;
+    assert!(
+        report.pulled[0] + report.pulled[1] <= 4,
+        "a restart re-read {:?} records",
+        report.pulled
+    );
+
+    world.later();
+    world
+        .hubspot
+        .edit("ada.lovelace.0@example.com", &[("firstname", "Augusta")]);
+    let report = world.pass(&restarted).await;
+    assert_eq!(report.updated, [0, 1], "{report:?}");
+}
+
+#[tokio::test]
+async fn a_record_the_api_rejects_fails_alone_and_is_retried_later() {
+    let world = World::new(
+        vec![
+            contact("bounce@example.com", &[("firstname", "Bounce")]),
+            contact("grace@example.com", &[("firstname", "Grace")]),
+            contact("alan@example.com", &[("firstname", "Alan")]),
+        ],
+        vec![],
+    )
+    .await;
+    world.mailchimp.reject_emails(&["bounce@example.com"]);
+    let engine = world.engine().await;
+
+    let first = world.pass(&engine).await;
+    assert_eq!(
+        (first.created[Side::Right as usize], first.rejected),
+        (2, 1),
+        "{first:?}"
+    );
+    assert!(
+        first
+            .problems
+            .iter()
+            .any(|p| p.contains("bounce@example.com") && p.contains("looks fake")),
+        "{:?}",
+        first.problems
+    );
+    assert!(world.mailchimp.member("grace@example.com").is_some());
+    assert!(world.mailchimp.member("bounce@example.com").is_none());
+
+    // Not due yet: the next pass leaves it alone.
+    let soon = world.pass(&engine).await;
+    assert_eq!((soon.rejected, soon.pending), (0, 1), "{soon:?}");
+
+    // Due again: retried, and still refused.
+    world.clock.advance(Duration::from_secs(31));
+    let retry = world.pass(&engine).await;
+    assert_eq!(retry.rejected, 1, "{retry:?}");
+
+    // Once the cause is gone, the next retry goes through.
+    world.mailchimp.reject_emails(&[]);
+    world.clock.advance(Duration::from_secs(61));
+    let fixed = world.pass(&engine).await;
+    assert_eq!(
+        (
+            fixed.created[Side::Right as usize],
+            fixed.rejected,
+            fixed.pending
+        ),
+        (1, 0, 0),
+        "{fixed:?}"
+    );
+    assert_eq!(
+        world
+            .mailchimp_value("bounce@example.com", "FNAME")
+            .as_deref(),
+        Some("Bounce")
+    );
+}
+
+#[tokio::test]
+async fn a_write_rejected_too_often_becomes_a_dead_letter() {
+    let world = World::new(
+        vec![contact("bounce@example.com", &[("firstname", "Bounce")])],
+        vec![],
+    )
+    .await;
+    world.mailchimp.reject_emails(&["bounce@example.com"]);
+    let engine = world.engine().await;
+    let attempts = world.config.engine.max_attempts;
+    let mut dead = 0;
+    for _ in 0..attempts {
+        dead += world.pass(&engine).await.dead_lettered;
+        world.clock.advance(Duration::from_secs(3600));
+    }
+    assert_eq!(dead, 1);
+    let letters = engine.store().call(|s| s.dead_letters()).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].key.as_str(), letters[0].attempts),
+        ("bounce@example.com", attempts)
+    );
+    // A dead letter is not retried on its own.
+    world.clock.advance(Duration::from_secs(3600));
+    world.mailchimp.reject_emails(&[]);
+    assert_eq!(world.pass(&engine).await.writes(), 0);
+}
