@@ -1,0 +1,255 @@
+//! Policy compile tests: the shipped policy compiles, and every error the
+//! compiler can give is produced with its place and hint.
+
+use std::path::Path;
+
+use super::*;
+
+/// The two vendor connectors, with their real path checks.
+struct TwoConnectors;
+
+impl Schemas for TwoConnectors {
+    fn connectors(&self) -> Vec<String> {
+        vec!["hubspot".into(), "mailchimp".into()]
+    }
+
+    fn check_path(&self, connector: &str, path: &str) -> Result<(), String> {
+        match connector {
+            "hubspot" => tandem_hubspot::check_path(path),
+            "mailchimp" => tandem_mailchimp::check_path(path),
+            other => Err(format!("no connector {other}")),
+        }
+    }
+}
+
+const VALID: &str = r#"
+left = "hubspot"
+right = "mailchimp"
+
+[match]
+field = "email"
+
+[fields.email]
+left = "properties.email"
+right = "email_address"
+
+[fields.first_name]
+left = "properties.firstname"
+right = "merge_fields.FNAME"
+rule = "newest"
+"#;
+
+/// Compile `source` and expect exactly these `line:column: message` problems.
+fn check_errors(source: &str, expected: &[&str]) {
+    let problems = compile(Path::new("p.toml"), source, &TwoConnectors)
+        .expect_err("the policy should not compile");
+    let got: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+    assert_eq!(got.len(), expected.len(), "got {got:#?}");
+    for (got, want) in got.iter().zip(expected) {
+        assert!(
+            got.starts_with(&format!("p.toml:{want}")),
+            "expected p.toml:{want}\n     got {got}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_policy_compiles() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/hubspot-mailchimp.toml");
+    let policy = load(&path, &TwoConnectors).unwrap();
+    assert_eq!(policy.name, "hubspot-mailchimp");
+    assert_eq!(
+        (policy.left.as_str(), policy.right.as_str()),
+        ("hubspot", "mailchimp")
+    );
+    assert_eq!(policy.key_field().name, "email");
+    let rules: Vec<(&str, Rule)> = policy
+        .fields
+        .iter()
+        .map(|f| (f.name.as_str(), f.rule))
+        .collect();
+    assert!(rules.contains(&("phone", Rule::SourceOfTruth(Side::Left))));
+    assert!(rules.contains(&(
+        "first_name",
+        Rule::Newest {
+            tie: Some(Side::Left)
+        }
+    )));
+    assert!(rules.contains(&("company", Rule::Manual)));
+    assert_eq!(policy.create, [true, true]);
+}
+
+#[test]
+fn a_minimal_policy_compiles_with_defaults() {
+    let policy = compile(Path::new("policies/crm.toml"), VALID, &TwoConnectors).unwrap();
+    assert_eq!(policy.name, "crm");
+    assert_eq!(
+        policy.paths(Side::Right),
+        vec!["email_address".to_string(), "merge_fields.FNAME".into()]
+    );
+    assert_eq!(policy.fields[1].rule, Rule::Newest { tie: None });
+}
+
+#[test]
+fn create_directions() {
+    for (text, expected) in [
+        ("both", [true, true]),
+        ("none", [false, false]),
+        ("left-to-right", [false, true]),
+        ("mailchimp-to-hubspot", [true, false]),
+    ] {
+        let source = VALID.replace("[match]", &format!("create = \"{text}\"\n\n[match]"));
+        assert_eq!(
+            compile(Path::new("p.toml"), &source, &TwoConnectors)
+                .unwrap()
+                .create,
+            expected,
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn canonical_values_are_trimmed_and_keys_lowercased() {
+    let policy = compile(Path::new("p.toml"), VALID, &TwoConnectors).unwrap();
+    let fields = tandem_core::FieldMap::from([
+        (
+            "email_address".to_string(),
+            serde_json::json!(" Ada@Example.COM "),
+        ),
+        ("merge_fields.FNAME".to_string(), serde_json::json!("  ")),
+    ]);
+    let values = policy.canonical(Side::Right, &fields);
+    assert_eq!(values["email"], serde_json::json!("ada@example.com"));
+    assert_eq!(values["first_name"], serde_json::Value::Null);
+}
+
+#[test]
+fn syntax_and_shape_errors() {
+    check_errors("left = \n", &["1:8: "]);
+    check_errors(
+        &VALID.replace(
+            "right = \"mailchimp\"",
+            "right = \"mailchimp\"\ncolour = \"blue\"",
+        ),
+        &["4:1: unknown field `colour`"],
+    );
+    check_errors(
+        &VALID.replace("rule = \"newest\"", "rule = \"newest\"\nsides = 2"),
+        &["16:1: unknown field `sides`"],
+    );
+    check_errors(
+        &VALID.replace("[match]\nfield = \"email\"\n", ""),
+        &["1:1: missing field `match`"],
+    );
+}
+
+#[test]
+fn connector_errors() {
+    check_errors(
+        &VALID.replace("left = \"hubspot\"", "left = \"salesforce\""),
+        &[
+            "2:8: connector `salesforce` is not configured (hint: configured connectors: hubspot, mailchimp)",
+        ],
+    );
+    check_errors(
+        &VALID.replace("right = \"mailchimp\"", "right = \"hubspot\""),
+        &["3:9: `left` and `right` name the same connector"],
+    );
+}
+
+#[test]
+fn create_and_match_errors() {
+    check_errors(
+        &VALID.replace("[match]", "create = \"sideways\"\n\n[match]"),
+        &["5:10: `create = \"sideways\"` is not a direction (hint: use \"both\""],
+    );
+    check_errors(
+        &VALID.replace("field = \"email\"", "field = \"mail\""),
+        &[
+            "6:9: the match field `mail` is not defined under [fields] (hint: add [fields.mail]",
+            "8:9: field `email` has no rule",
+        ],
+    );
+    let only_key = VALID.split("[fields.first_name]").next().unwrap();
+    check_errors(
+        only_key,
+        &["8:2: a policy needs the match field and at least one field to sync"],
+    );
+}
+
+#[test]
+fn path_errors() {
+    check_errors(
+        &VALID.replace("properties.firstname", "firstname"),
+        &[
+            "13:8: field `first_name`: HubSpot paths name a contact property, like `properties.firstname`; got `firstname`",
+        ],
+    );
+    check_errors(
+        &VALID.replace("merge_fields.FNAME", "merge_fields.fname"),
+        &["14:9: field `first_name`: `fname` is not a Mailchimp merge tag"],
+    );
+    check_errors(
+        &VALID.replace("merge_fields.FNAME", "email_address"),
+        &["14:9: fields `email` and `first_name` both use `email_address` on the right side"],
+    );
+}
+
+#[test]
+fn rule_errors() {
+    check_errors(
+        &VALID.replace(
+            "right = \"email_address\"",
+            "right = \"email_address\"\nrule = \"newest\"",
+        ),
+        &["11:8: field `email` is the match key; it takes no rule"],
+    );
+    check_errors(
+        &VALID.replace("rule = \"newest\"\n", ""),
+        &["12:9: field `first_name` has no rule (hint: add rule ="],
+    );
+    check_errors(
+        &VALID.replace("\"newest\"", "\"oldest\""),
+        &["15:8: field `first_name`: unknown rule `oldest`"],
+    );
+    check_errors(
+        &VALID.replace("\"newest\"", "\"source_of_truth\""),
+        &[
+            "15:8: field `first_name`: rule `source_of_truth` needs `source` (hint: add source = \"hubspot\"",
+        ],
+    );
+    check_errors(
+        &VALID.replace("\"newest\"", "\"source_of_truth\"\nsource = \"crm\""),
+        &["16:10: field `first_name`: `crm` is not a side"],
+    );
+    check_errors(
+        &VALID.replace("\"newest\"", "\"newest\"\ntie = \"nobody\""),
+        &["16:7: field `first_name`: `nobody` is not a side"],
+    );
+    check_errors(
+        &VALID.replace("\"newest\"", "\"manual\"\ntie = \"left\""),
+        &["16:7: field `first_name`: `tie` does not apply to rule `manual`"],
+    );
+    check_errors(
+        &VALID.replace("\"newest\"", "\"newest\"\nsource = \"left\""),
+        &["16:10: field `first_name`: `source` does not apply to rule `newest`"],
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once_in_file_order() {
+    let broken = VALID
+        .replace("left = \"hubspot\"", "left = \"salesforce\"")
+        .replace("\"newest\"", "\"oldest\"")
+        .replace("field = \"email\"", "field = \"mail\"");
+    check_errors(
+        &broken,
+        &[
+            "2:8: connector `salesforce`",
+            "6:9: the match field `mail`",
+            "8:9: field `email` has no rule",
+            "15:8: field `first_name`: unknown rule",
+        ],
+    );
+}
