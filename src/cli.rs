@@ -398,6 +398,7 @@ fn skip_text(why: &str) -> &str {
         "nokey" => "without an email address",
         "archived" => "archived on the other side",
         "nocreate" => "not created (policy)",
+        "keytaken" => "whose email is linked to another record already",
         other => other,
     }
 }

@@ -370,3 +370,91 @@ async fn a_write_rejected_too_often_becomes_a_dead_letter() {
     world.mailchimp.reject_emails(&[]);
     assert_eq!(world.pass(&engine).await.writes(), 0);
 }
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_not_made_twice() {
+    let world = World::new(
+        vec![contact("grace@example.com", &[("firstname", "Grace")])],
+        vec![member("alan@example.com", &[("FNAME", "Alan")])],
+    )
+    .await;
+    // Every attempt of the first pass is applied but its answer lost.
+    world.hubspot.lose_answers(100);
+    world.mailchimp.lose_answers(100);
+    let engine = world.engine().await;
+    let first = world.pass(&engine).await;
+    assert_eq!((first.created, first.deferred), ([0, 0], 2), "{first:?}");
+    assert_eq!(
+        world.hubspot.contacts().len(),
+        2,
+        "retries of an upsert make no duplicate"
+    );
+    assert_eq!(world.mailchimp.members().len(), 2);
+
+    world.hubspot.lose_answers(0);
+    world.mailchimp.lose_answers(0);
+    world.clock.advance(Duration::from_secs(3600));
+    let writes = (world.hubspot.stats().writes, world.mailchimp.stats().writes);
+    let second = world.pass(&engine).await;
+    // The records made by the lost writes are found and bound to their links: no new write.
+    assert_eq!(
+        (second.writes(), second.pending, second.linked),
+        (0, 0, 0),
+        "{second:?}"
+    );
+    assert_eq!(
+        (world.hubspot.stats().writes, world.mailchimp.stats().writes),
+        writes
+    );
+    assert_eq!(world.hubspot.contacts().len(), 2);
+
+    // The links hold both ids: an edit flows as an update, not as another create.
+    world.later();
+    world
+        .hubspot
+        .edit("grace@example.com", &[("firstname", "Grace B.")]);
+    world
+        .hubspot
+        .edit("alan@example.com", &[("firstname", "Alan M.")]);
+    let third = world.pass(&engine).await;
+    assert_eq!(
+        (third.updated, third.created),
+        ([0, 2], [0, 0]),
+        "{third:?}"
+    );
+    assert_eq!(
+        world
+            .mailchimp_value("grace@example.com", "FNAME")
+            .as_deref(),
+        Some("Grace B.")
+    );
+}
+
+#[tokio::test]
+async fn an_email_already_linked_to_another_record_is_skipped_not_stuck() {
+    let world = World::new(vec![contact(ADA, &[("firstname", "Ada")])], vec![]).await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    // Ada's HubSpot contact takes another address (the link keeps its key), and a new
+    // contact takes hers: the link's key now belongs to a different HubSpot record.
+    world.later();
+    world
+        .hubspot
+        .edit(ADA, &[("email", "ada.king@example.com")]);
+    world
+        .create_in_hubspot(json!({"email": ADA, "firstname": "Impostor"}))
+        .await;
+    world
+        .create_in_hubspot(json!({"email": "grace@example.com", "firstname": "Grace"}))
+        .await;
+    let report = world.pass(&engine).await;
+    assert_eq!(report.skipped.get("keytaken"), Some(&1), "{report:?}");
+    assert_eq!(
+        world
+            .mailchimp_value("grace@example.com", "FNAME")
+            .as_deref(),
+        Some("Grace"),
+        "the rest of the pass goes on"
+    );
+    assert_eq!(world.mailchimp_value(ADA, "FNAME").as_deref(), Some("Ada"));
+}

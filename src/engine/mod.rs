@@ -463,6 +463,20 @@ impl Engine {
                     continue;
                 }
                 let found = self.connector(policy, side).lookup(&wanted).await?;
+                // A record found by key that is linked to another record already is not this one's.
+                let pair = policy.name.clone();
+                let found = self
+                    .store
+                    .call(move |s| {
+                        let mut free = Vec::with_capacity(found.len());
+                        for record in found {
+                            if s.link_by_id(&pair, side, &record.id)?.is_none() {
+                                free.push(record);
+                            }
+                        }
+                        Ok(free)
+                    })
+                    .await?;
                 let mut by_key: HashMap<String, Record> = found
                     .into_iter()
                     .filter_map(|r| Some((r.key.as_deref().and_then(normalize_key)?, r)))
@@ -481,8 +495,16 @@ impl Engine {
                 }
             }
             let mut changes = Vec::with_capacity(items.len());
+            let mut new_keys = std::collections::HashSet::new();
             for item in &items {
-                match plan(policy, item) {
+                let planned = plan(policy, item).and_then(|change| match &change.link {
+                    // Two new links with one key in a chunk: the second waits for the first.
+                    crate::store::LinkRef::New { key, .. } if !new_keys.insert(key.clone()) => {
+                        Err(Skip::KeyTaken)
+                    }
+                    _ => Ok(change),
+                });
+                match planned {
                     Ok(change) => changes.push(change),
                     Err(skip) => {
                         *report
@@ -505,6 +527,12 @@ impl Engine {
             report.linked += linked;
             report.conflicts_opened += applied.conflicts_opened;
             report.conflicts_closed += applied.conflicts_closed;
+            for (index, error) in &applied.failed {
+                tracing::error!(%error, "A reconcile decision could not be stored; the record waits for its next change.");
+                report.problem(format!(
+                    "storing the decision for record {index} of a chunk: {error}"
+                ));
+            }
             if shutdown.is_cancelled() {
                 return Ok(());
             }
@@ -640,17 +668,20 @@ fn gather(store: &mut Store, pair: &str, limit: usize) -> Result<Gathered, Store
         }
         consumed.push((side, row.record.id.clone()));
         let key = row.record.key.as_deref().and_then(normalize_key);
-        let link = match store.link_by_id(pair, side, &row.record.id)? {
-            Some(link) => Some(link),
-            None => match &key {
-                Some(key) => store
-                    .link_by_key(pair, key)?
-                    .filter(|l| l.id_on(side).is_none()),
-                None => None,
-            },
+        let by_key = match (&key, store.link_by_id(pair, side, &row.record.id)?) {
+            (_, Some(link)) => Some(link),
+            (Some(key), None) => store.link_by_key(pair, key)?,
+            (None, None) => None,
         };
+        // A link found by key that already holds another record on this side is not this record's.
+        let key_taken = by_key
+            .as_ref()
+            .and_then(|l| l.id_on(side))
+            .is_some_and(|id| id != row.record.id);
+        let link = by_key.filter(|_| !key_taken);
         let other = side.other();
         let counterpart = match &link {
+            _ if key_taken => None,
             Some(link) => match link.id_on(other) {
                 Some(id) => store.inbox_find(pair, other, Some(id), None)?,
                 None => None,
@@ -675,7 +706,11 @@ fn gather(store: &mut Store, pair: &str, limit: usize) -> Result<Gathered, Store
         }
         fresh[side as usize] = Some(row.record);
         let link = link.map(|l| store.link_state(l)).transpose()?;
-        items.push(Item { link, fresh });
+        items.push(Item {
+            link,
+            fresh,
+            key_taken,
+        });
     }
     Ok((items, consumed))
 }

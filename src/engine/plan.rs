@@ -19,6 +19,8 @@ pub struct Item {
     pub link: Option<LinkState>,
     /// Records read in this pass, by side (left, right).
     pub fresh: [Option<Record>; 2],
+    /// The record's key is already linked to another record on the same side.
+    pub key_taken: bool,
 }
 
 /// Why an item led to no change.
@@ -30,6 +32,8 @@ pub enum Skip {
     Archived,
     /// The policy does not create records on that side.
     NoCreate,
+    /// Another record on the same side already holds this key's link.
+    KeyTaken,
 }
 
 /// One side's current record: freshly read, or the last version remembered.
@@ -42,6 +46,9 @@ struct Current<'a> {
 
 /// Decide what to do with an item.
 pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
+    if item.key_taken {
+        return Err(Skip::KeyTaken);
+    }
     let current = |side: Side| -> Option<Current<'_>> {
         if let Some(record) = &item.fresh[side as usize] {
             return Some(Current {

@@ -157,7 +157,7 @@ pub struct Change {
 }
 
 /// What applying changes did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Links created.
     pub links_created: usize,
@@ -167,6 +167,8 @@ pub struct Applied {
     pub conflicts_opened: usize,
     /// Conflicts closed because the sides came to agree.
     pub conflicts_closed: usize,
+    /// Changes that could not be applied (index in the input, why); nothing of them was kept.
+    pub failed: Vec<(usize, String)>,
 }
 
 /// A queued write.
@@ -533,10 +535,20 @@ impl Store {
         consumed: &[(Side, String)],
         now: Millis,
     ) -> Result<Applied> {
-        let tx = self.conn.transaction()?;
+        let mut tx = self.conn.transaction()?;
         let mut applied = Applied::default();
-        for change in changes {
-            apply_change(&tx, pair, change, now, &mut applied)?;
+        for (index, change) in changes.iter().enumerate() {
+            // Each change under its own savepoint: one that breaks a constraint is
+            // undone and reported, and the others still commit.
+            let savepoint = tx.savepoint()?;
+            match apply_change(&savepoint, pair, change, now, &mut applied) {
+                Ok(()) => savepoint.commit()?,
+                Err(StoreError::Sqlite(error)) => {
+                    drop(savepoint);
+                    applied.failed.push((index, error.to_string()));
+                }
+                Err(other) => return Err(other),
+            }
         }
         {
             let mut delete = tx.prepare_cached(
@@ -806,7 +818,7 @@ fn read_link(r: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
 
 /// Record something the engine did.
 fn audit(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     at: Millis,
     action: &str,
     pair: &str,
@@ -822,7 +834,7 @@ fn audit(
 }
 
 fn upsert_version(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     link: i64,
     side: Side,
     updated_at: Millis,
@@ -837,7 +849,7 @@ fn upsert_version(
 }
 
 fn upsert_base(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     link: i64,
     field: &str,
     left: &Value,
@@ -854,7 +866,7 @@ fn upsert_base(
 }
 
 fn apply_change(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     pair: &str,
     change: &Change,
     now: Millis,
@@ -880,6 +892,13 @@ fn apply_change(
         }
     };
     for (side, record) in &change.seen {
+        // A record seen for a link binds it, as when a create went through but
+        // the process stopped before confirming it.
+        let sql = format!(
+            "UPDATE links SET {0}_id = ?2 WHERE id = ?1 AND {0}_id IS NULL",
+            side.as_str()
+        );
+        tx.prepare_cached(&sql)?.execute(params![link, record.id])?;
         upsert_version(tx, link, *side, record.updated_at, &record.fields)?;
     }
     for (field, (left, right)) in &change.agreed {

@@ -168,6 +168,12 @@ impl HubSpotSim {
         self.lock().clock_offset += by.as_millis() as i64;
     }
 
+    /// Apply the next `n` writes but answer each with a 500, as when the answer
+    /// is lost after the vendor already wrote.
+    pub fn lose_answers(&self, n: u32) {
+        self.lock().lost_answers = n;
+    }
+
     /// Counters of requests and writes so far.
     pub fn stats(&self) -> SimStats {
         self.lock().stats

@@ -156,6 +156,8 @@ pub struct State {
     last_tick: Millis,
     /// Added to the system clock, so tests can make later edits look later.
     pub clock_offset: Millis,
+    /// How many more writes are applied but answered with a 500.
+    pub lost_answers: u32,
     pub stats: SimStats,
 }
 

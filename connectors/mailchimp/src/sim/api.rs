@@ -43,6 +43,7 @@ pub fn router(sim: MailchimpSim) -> Router {
                 .delete(archive_member),
         )
         .fallback(|| async { problem(&Rejection::not_found()) })
+        .layer(middleware::from_fn_with_state(sim.clone(), lose_answers))
         .layer(middleware::from_fn_with_state(sim.clone(), authenticate))
         .layer(middleware::from_fn_with_state(sim.clone(), stamp_date))
         .with_state(sim);
@@ -84,6 +85,26 @@ async fn stamp_date(State(sim): State<MailchimpSim>, request: Request, next: Nex
     let now = tandem_core::clock::now_millis() + sim.lock().clock_offset;
     if let Ok(value) = tandem_core::clock::format_http_date(now).parse() {
         response.headers_mut().insert(header::DATE, value);
+    }
+    response
+}
+
+/// The fault a test asked for: a write is applied, then its answer is replaced by a 500,
+/// as when a response is lost after the vendor already wrote.
+async fn lose_answers(State(sim): State<MailchimpSim>, request: Request, next: Next) -> Response {
+    let writes = request.method() != axum::http::Method::GET;
+    let response = next.run(request).await;
+    if writes && response.status().is_success() {
+        let mut state = sim.lock();
+        if state.lost_answers > 0 {
+            state.lost_answers -= 1;
+            drop(state);
+            return reject(
+                500,
+                "Internal Server Error",
+                "An unexpected internal error has occurred.",
+            );
+        }
     }
     response
 }

@@ -181,6 +181,12 @@ impl MailchimpSim {
         self.lock().rejected_emails = emails.iter().map(|e| e.trim().to_lowercase()).collect();
     }
 
+    /// Apply the next `n` writes but answer each with a 500, as when the answer
+    /// is lost after the vendor already wrote.
+    pub fn lose_answers(&self, n: u32) {
+        self.lock().lost_answers = n;
+    }
+
     /// Counters of requests and writes so far.
     pub fn stats(&self) -> SimStats {
         self.lock().stats

@@ -96,6 +96,8 @@ pub struct State {
     next_web_id: u64,
     /// Added to the system clock, so tests can make later edits look later.
     pub clock_offset: Millis,
+    /// How many more writes are applied but answered with a 500.
+    pub lost_answers: u32,
     /// Addresses refused as "fake or invalid", lowercased.
     pub rejected_emails: Vec<String>,
     pub stats: SimStats,
@@ -123,6 +125,7 @@ impl State {
             last_tick: 0,
             next_web_id: 100_001,
             clock_offset: 0,
+            lost_answers: 0,
             rejected_emails: Vec::new(),
             stats: SimStats::default(),
         }
