@@ -273,3 +273,44 @@ async fn the_demo_runs_once_on_a_fresh_directory() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_continuous_demo_shows_changes_and_stops_cleanly_on_ctrl_c() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("demo");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["demo", "--interval", "1", "--dir", work.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let flowed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("hubspot -> mailchimp: ")
+                && !line.contains("-> mailchimp: 0 updated, 0 created")
+            {
+                return line;
+            }
+        }
+        panic!("the demo ended before any change flowed");
+    })
+    .await
+    .expect("a change flows within a minute");
+    assert!(flowed.contains("mailchimp -> hubspot: "), "{flowed}");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops promptly")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

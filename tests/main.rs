@@ -5,3 +5,4 @@ mod cli;
 mod sims;
 mod support;
 mod sync;
+mod tidy;
