@@ -309,9 +309,10 @@ async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
     }
     let groups = &request.filter_groups;
     let filters: usize = groups.iter().map(|g| g.filters.len()).sum();
-    if groups.len() > 5 || groups.iter().any(|g| g.filters.len() > 6) || filters > 18 {
+    // The limits since the 2024-08-26 change: 5 groups, 10 filters a group, 25 in all.
+    if groups.len() > 5 || groups.iter().any(|g| g.filters.len() > 10) || filters > 25 {
         return validation(
-            "Too many filters: at most 5 filter groups of 6 filters, 18 filters in all",
+            "Too many filters: at most 5 filter groups of 10 filters, 25 filters in all",
         );
     }
     if request.sorts.len() > 1 {

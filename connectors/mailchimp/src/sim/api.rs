@@ -383,11 +383,21 @@ async fn list_members(
         let before_ok = before.is_none_or(|b| changed < second(b));
         status_ok && since_ok && before_ok
     };
-    let selected: Vec<&super::state::Stored> = if descending {
+    let mut selected: Vec<&super::state::Stored> = if descending {
         state.by_change().rev().filter(matches).collect()
     } else {
         state.by_change().filter(matches).collect()
     };
+    // The simulator keeps one sign-up time, shown as both `timestamp_signup` and `timestamp_opt`.
+    if matches!(
+        param(&params, "sort_field"),
+        Some("timestamp_opt" | "timestamp_signup")
+    ) {
+        selected.sort_by_key(|m| m.signed_up);
+        if descending {
+            selected.reverse();
+        }
+    }
     let members: Vec<Value> = selected
         .iter()
         .skip(offset)
@@ -462,7 +472,10 @@ async fn create_member(
         ));
     };
     let mut state = sim.lock();
-    if state.get(email).is_some() {
+    let archived = state
+        .hash_of(email)
+        .filter(|h| state.get(h).is_some_and(|m| m.status == "archived"));
+    if archived.is_none() && state.get(email).is_some() {
         return reject(
             400,
             "Member Exists",
@@ -478,7 +491,11 @@ async fn create_member(
     ) {
         return problem(&rejection);
     }
-    let hash = state.create(email, status, body.merge_fields, &body.extra);
+    // An archived member is re-added, keeping its history.
+    let hash = match archived {
+        Some(hash) => state.update_with(&hash, None, Some(status), body.merge_fields, &body.extra),
+        None => state.create(email, status, body.merge_fields, &body.extra),
+    };
     let member = state.render(state.get(&hash).expect("just created"));
     axum::Json(member).into_response()
 }
@@ -510,6 +527,13 @@ async fn put_member(
     let skip = skip_merge_validation(&params);
     let new_status = body.status.as_deref().or(body.status_if_new.as_deref());
     let result = match &existing {
+        Some(current) if subscriber_hash(&email) != *current && state.get(&email).is_some() => {
+            return reject(
+                400,
+                "Member Exists",
+                format!("{email} is already a list member."),
+            );
+        }
         Some(current) => state
             .validate(
                 Some(&email),
