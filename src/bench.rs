@@ -47,6 +47,8 @@ pub struct BenchResult {
     pub quiet_pass_writes: usize,
     /// Peak resident memory of the engine process during this run, in MiB.
     pub peak_rss_mib: f64,
+    /// Where the backfill's time went.
+    pub backfill_timings: crate::engine::Timings,
 }
 
 /// Run the benchmark.
@@ -128,6 +130,7 @@ async fn run_one(n: usize) -> anyhow::Result<BenchResult> {
         quiet_pass_secs,
         quiet_pass_writes: quiet.writes(),
         peak_rss_mib,
+        backfill_timings: pair.timings,
     })
 }
 

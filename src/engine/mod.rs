@@ -131,6 +131,19 @@ pub struct PairReport {
     pub problems: Vec<String>,
     /// Whether the pass stopped early for shutdown.
     pub interrupted: bool,
+    /// Milliseconds spent pulling, reconciling and writing.
+    pub timings: Timings,
+}
+
+/// Where a pass's time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Timings {
+    /// Reading changes and staging them.
+    pub pull_ms: u64,
+    /// Deciding and recording decisions (lookups included).
+    pub reconcile_ms: u64,
+    /// Sending writes and recording their outcomes.
+    pub flush_ms: u64,
 }
 
 impl PairReport {
@@ -331,6 +344,7 @@ impl Engine {
             error,
         };
         let mut fully_listed = [false, false];
+        let started = std::time::Instant::now();
         for side in Side::BOTH {
             match self.pull(policy, side, shutdown, &mut report).await {
                 Ok(full) => fully_listed[side as usize] = full,
@@ -344,6 +358,8 @@ impl Engine {
                 }
             }
         }
+        report.timings.pull_ms = started.elapsed().as_millis() as u64;
+        let started = std::time::Instant::now();
         if !shutdown.is_cancelled()
             && let Err(e) = self
                 .reconcile_inbox(policy, fully_listed, shutdown, &mut report)
@@ -360,6 +376,8 @@ impl Engine {
                 }
             }
         }
+        report.timings.reconcile_ms = started.elapsed().as_millis() as u64;
+        let started = std::time::Instant::now();
         for side in Side::BOTH {
             if shutdown.is_cancelled() {
                 break;
@@ -371,6 +389,7 @@ impl Engine {
                     PullError::Connector(e) => fatal(e),
                 })?;
         }
+        report.timings.flush_ms = started.elapsed().as_millis() as u64;
         let pair = policy.name.clone();
         let counts = self.store.call(move |s| s.counts(&pair)).await?;
         report.open_conflicts = counts.open_conflicts;

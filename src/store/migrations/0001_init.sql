@@ -54,6 +54,7 @@ CREATE TABLE inbox (
     PRIMARY KEY (pair, side, record_id)
 );
 CREATE INDEX inbox_key ON inbox (pair, side, match_key);
+CREATE INDEX inbox_order ON inbox (pair, received_at, side, record_id);
 
 -- Writes to make, at most one per link and side; a newer decision replaces a pending one.
 -- A row that failed too often is kept with status 'dead' (a dead letter).

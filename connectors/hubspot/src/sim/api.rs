@@ -395,16 +395,24 @@ fn matching_ids(portal: &Portal, request: &SearchRequest) -> Result<Vec<u64>, Re
             });
         query_ok && groups_ok
     };
-    // Changes searched by modification time are the common case: walk the index.
+    // Changes searched by modification time are the common case: walk the index,
+    // within the bounds of a single group's filters on it.
     if sort.is_some_and(|s| s.property_name == "lastmodifieddate") {
+        let bounds = modified_bounds(portal, request);
+        let (low, high) = bounds.map_or((i64::MIN, i64::MAX), |b| (b.low, b.high));
+        if low > high {
+            return Ok(Vec::new());
+        }
+        let range = portal.modified.range((low, 0)..=(high, u64::MAX));
         let walk: Box<dyn Iterator<Item = &(i64, u64)>> = if descending {
-            Box::new(portal.modified.iter().rev())
+            Box::new(range.rev())
         } else {
-            Box::new(portal.modified.iter())
+            Box::new(range)
         };
+        let exact = bounds.is_some_and(|b| b.exact);
         return Ok(walk
             .map(|(_, id)| *id)
-            .filter(|&id| matches_request(id))
+            .filter(|&id| exact || matches_request(id))
             .collect());
     }
     let mut ids: Vec<u64> = portal
@@ -426,6 +434,56 @@ fn matching_ids(portal: &Portal, request: &SearchRequest) -> Result<Vec<u64>, Re
         });
     }
     Ok(ids)
+}
+
+/// Bounds on `lastmodifieddate` set by a search's only filter group; `exact`
+/// when that group filters on nothing else (and there is no free-text query).
+#[derive(Clone, Copy)]
+struct Bounds {
+    low: i64,
+    high: i64,
+    exact: bool,
+}
+
+fn modified_bounds(portal: &Portal, request: &SearchRequest) -> Option<Bounds> {
+    let [group] = request.filter_groups.as_slice() else {
+        return None;
+    };
+    let mut bounds = Bounds {
+        low: i64::MIN,
+        high: i64::MAX,
+        exact: request.query.is_none(),
+    };
+    let millis =
+        |value: &Option<String>| match sortable(portal, "lastmodifieddate", value.as_deref()?) {
+            Sortable::Number(n) if n.is_finite() => Some(n as i64),
+            _ => None,
+        };
+    for filter in &group.filters {
+        if filter.property_name != "lastmodifieddate" {
+            bounds.exact = false;
+            continue;
+        }
+        match (filter.operator.as_str(), millis(&filter.value)) {
+            ("GTE", Some(v)) => bounds.low = bounds.low.max(v),
+            ("GT", Some(v)) => bounds.low = bounds.low.max(v + 1),
+            ("LTE", Some(v)) => bounds.high = bounds.high.min(v),
+            ("LT", Some(v)) => bounds.high = bounds.high.min(v - 1),
+            ("EQ", Some(v)) => {
+                bounds.low = bounds.low.max(v);
+                bounds.high = bounds.high.min(v);
+            }
+            ("BETWEEN", Some(v)) => {
+                bounds.low = bounds.low.max(v);
+                match millis(&filter.high_value) {
+                    Some(high) => bounds.high = bounds.high.min(high),
+                    None => bounds.exact = false,
+                }
+            }
+            _ => bounds.exact = false,
+        }
+    }
+    Some(bounds)
 }
 
 const OPERATORS: [&str; 13] = [
