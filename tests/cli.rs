@@ -314,3 +314,93 @@ async fn the_continuous_demo_shows_changes_and_stops_cleanly_on_ctrl_c() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Start `tandem sim <vendor>` on port 0 and return it with the base URL it printed.
+async fn start_sim(args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the simulator prints its URL");
+    (child, url)
+}
+
+#[tokio::test]
+async fn the_simulators_run_alone_from_a_seed_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let seed = root.join("fixtures/demo-hubspot.json");
+    let (_hubspot, url) = start_sim(&[
+        "sim",
+        "hubspot",
+        "--listen",
+        "127.0.0.1:0",
+        "--seed",
+        seed.to_str().unwrap(),
+    ])
+    .await;
+    let page: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/crm/v3/objects/contacts?limit=100"))
+        .bearer_auth("sim-hubspot-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["results"].as_array().unwrap().len(), 100);
+    assert!(page["paging"]["next"]["after"].is_string());
+
+    let seed = root.join("fixtures/demo-mailchimp.json");
+    let args = [
+        "sim",
+        "mailchimp",
+        "--listen",
+        "127.0.0.1:0",
+        "--seed",
+        seed.to_str().unwrap(),
+        "--list-id",
+        "list1",
+    ];
+    let (_mailchimp, url) = start_sim(&args).await;
+    assert!(url.ends_with("/3.0"), "{url}");
+    let page: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/lists/list1/members?count=5"))
+        .basic_auth("any", Some("0123456789abcdef0123456789abcdef-us6"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["members"].as_array().unwrap().len(), 5);
+    assert!(
+        page["total_items"].as_u64().unwrap() > 800,
+        "the seeded members are served"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_seed_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.json");
+    std::fs::write(
+        &seed,
+        r#"{"contacts": [{"properties": {"colour": "blue"}}]}"#,
+    )
+    .unwrap();
+    let output = tandem(&["sim", "hubspot", "--seed", seed.to_str().unwrap()], &[]).await;
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("seed.json: contact 0: property \"colour\" is not defined"),
+        "{text}"
+    );
+}
