@@ -43,7 +43,7 @@ async fn answer(request: RequestBuilder) -> Answer {
 mod hubspot {
     //! HubSpot CRM v3 contacts (the vendor documentation, contacts API).
 
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
     use std::time::Duration;
 
     use reqwest::RequestBuilder;
@@ -157,19 +157,7 @@ mod hubspot {
         }
     }
 
-    /// A seeded contact with this email and properties, changed at this time.
-    fn contact(email: &str, properties: &[(&str, &str)], updated_at: Option<&str>) -> SeedContact {
-        let mut all: BTreeMap<String, String> = properties
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        all.insert("email".into(), email.into());
-        SeedContact {
-            properties: all,
-            updated_at: updated_at.map(String::from),
-            created_at: None,
-        }
-    }
+    use crate::support::contact_at as contact;
 
     /// `count` seeded contacts, `c000@example.com` upwards, each changed a minute after the last.
     fn numbered(count: usize) -> Vec<SeedContact> {

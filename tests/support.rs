@@ -25,8 +25,17 @@ pub struct World {
     pub dir: tempfile::TempDir,
 }
 
-/// A HubSpot contact for a seed.
+/// A HubSpot contact for a seed, changed on 2026-03-01.
 pub fn contact(email: &str, properties: &[(&str, &str)]) -> SeedContact {
+    contact_at(email, properties, Some("2026-03-01T10:00:00.000Z"))
+}
+
+/// A HubSpot contact for a seed, changed at `updated_at` (now, if `None`).
+pub fn contact_at(
+    email: &str,
+    properties: &[(&str, &str)],
+    updated_at: Option<&str>,
+) -> SeedContact {
     let mut all: std::collections::BTreeMap<String, String> = properties
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -34,7 +43,7 @@ pub fn contact(email: &str, properties: &[(&str, &str)]) -> SeedContact {
     all.insert("email".into(), email.into());
     SeedContact {
         properties: all,
-        updated_at: Some("2026-03-01T10:00:00.000Z".into()),
+        updated_at: updated_at.map(String::from),
         created_at: None,
     }
 }
