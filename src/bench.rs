@@ -1,7 +1,13 @@
-//! `tandem bench`: a backfill between the simulators, rate limits off. For each
-//! size N, N contacts exist only in HubSpot and another N only in Mailchimp; one
-//! pass creates every one of them on the other side. The simulators run as
-//! child processes so the peak memory reported is the engine's own.
+//! `tandem bench`: a backfill between the simulators. For each size N, N
+//! contacts exist only in HubSpot and another N only in Mailchimp; one pass
+//! creates every one of them on the other side. The simulators run as child
+//! processes so the peak memory reported is the engine's own.
+//!
+//! Rate limits are off by default, to measure the engine. With `--limits` the
+//! simulators enforce a HubSpot private app's budget (100 requests per 10 s,
+//! search 5 per second) and Mailchimp's 10 connections, the engine is configured
+//! to the same budget, and the run reports how much of HubSpot's budget the
+//! backfill used while it had HubSpot work, and how many 429s it met.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -28,6 +34,9 @@ pub struct BenchArgs {
     /// Print the results as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Enforce and respect the vendors' real rate limits (default size: 10,000 per side, so that the run spans many windows).
+    #[arg(long)]
+    pub limits: bool,
 }
 
 /// One run's figures.
@@ -49,10 +58,39 @@ pub struct BenchResult {
     pub peak_rss_mib: f64,
     /// Where the backfill's time went.
     pub backfill_timings: crate::engine::Timings,
+    /// The backfill's requests and throttling answers, by side (HubSpot, Mailchimp).
+    pub backfill_traffic: [tandem_core::TrafficStats; 2],
+    /// With limits: HubSpot requests per second while it had work, over its budget's rate.
+    pub hubspot_budget_use: Option<f64>,
 }
 
+/// HubSpot's budget in the `--limits` runs: a private app on a Starter plan.
+const HUBSPOT_BUDGET: (u32, u64) = (100, 10);
+
 /// Run the benchmark.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if args.limits && args.contacts == [10_000, 100_000] {
+        args.contacts = vec![10_000];
+    }
+    if args.limits && !args.json {
+        println!(
+            "{:>10} {:>12} {:>16} {:>18} {:>10}",
+            "per side", "backfill s", "HubSpot requests", "HubSpot budget use", "429s"
+        );
+        for &n in &args.contacts {
+            let result = run_one(n, true).await?;
+            let throttled: u64 = result.backfill_traffic.iter().map(|t| t.throttled).sum();
+            println!(
+                "{:>10} {:>12.2} {:>16} {:>17.1}% {:>10}",
+                n,
+                result.backfill_secs,
+                result.backfill_traffic[0].requests,
+                100.0 * result.hubspot_budget_use.unwrap_or(0.0),
+                throttled
+            );
+        }
+        return Ok(());
+    }
     if !args.json {
         println!(
             "{:>10} {:>10} {:>12} {:>12} {:>12} {:>10}",
@@ -60,7 +98,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     for &n in &args.contacts {
-        let result = run_one(n).await?;
+        let result = run_one(n, args.limits).await?;
         if args.json {
             println!("{}", serde_json::to_string(&result)?);
         } else {
@@ -78,7 +116,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_one(n: usize) -> anyhow::Result<BenchResult> {
+async fn run_one(n: usize, limits: bool) -> anyhow::Result<BenchResult> {
     let dir = tempfile::tempdir()?;
     let (hubspot_seed, mailchimp_seed) = generate(Profile::backfill(n), n as u64);
     std::fs::write(
@@ -90,8 +128,18 @@ async fn run_one(n: usize) -> anyhow::Result<BenchResult> {
         serde_json::to_vec(&mailchimp_seed)?,
     )?;
     drop((hubspot_seed, mailchimp_seed));
-    let (mut hubspot, hubspot_url) = spawn_sim(dir.path(), "hubspot").await?;
-    let (mut mailchimp, mailchimp_url) = spawn_sim(dir.path(), "mailchimp").await?;
+    let budget = format!("{}/{}s", HUBSPOT_BUDGET.0, HUBSPOT_BUDGET.1);
+    let (hubspot_limits, mailchimp_limits): (Vec<&str>, Vec<&str>) = if limits {
+        (
+            vec!["--rate-limit", &budget, "--search-rate-limit", "5/1s"],
+            vec!["--max-connections", "10"],
+        )
+    } else {
+        (vec![], vec!["--max-connections", "0"])
+    };
+    let (mut hubspot, hubspot_url) = spawn_sim(dir.path(), "hubspot", &hubspot_limits).await?;
+    let (mut mailchimp, mailchimp_url) =
+        spawn_sim(dir.path(), "mailchimp", &mailchimp_limits).await?;
     let workspace = Workspace {
         hubspot_url,
         hubspot_token: "sim-hubspot-token".into(),
@@ -100,6 +148,11 @@ async fn run_one(n: usize) -> anyhow::Result<BenchResult> {
         list_id: "a1b2c3d4e5".into(),
         poll_interval_secs: 30,
         overlap_secs: 5,
+        hubspot_limits: if limits {
+            (budget.clone(), "4/1s".into())
+        } else {
+            ("off".into(), "off".into())
+        },
     };
     let config = Config::load(&write_workspace(dir.path(), &workspace)?)?;
     reset_peak_rss();
@@ -122,6 +175,10 @@ async fn run_one(n: usize) -> anyhow::Result<BenchResult> {
             pair.problems
         );
     }
+    let hubspot_busy_ms = pair.timings.pull_ms[0] + pair.timings.flush_ms[0];
+    let budget_per_ms = HUBSPOT_BUDGET.0 as f64 / (HUBSPOT_BUDGET.1 * 1000) as f64;
+    let hubspot_budget_use = limits
+        .then(|| pair.traffic[0].requests as f64 / (hubspot_busy_ms.max(1) as f64 * budget_per_ms));
     Ok(BenchResult {
         contacts_per_side: n,
         records: 2 * n,
@@ -131,16 +188,19 @@ async fn run_one(n: usize) -> anyhow::Result<BenchResult> {
         quiet_pass_writes: quiet.writes(),
         peak_rss_mib,
         backfill_timings: pair.timings,
+        backfill_traffic: pair.traffic,
+        hubspot_budget_use,
     })
 }
 
 /// Start `tandem sim <vendor>` on a free port; its first line of output is its URL.
-async fn spawn_sim(dir: &Path, vendor: &str) -> anyhow::Result<(Child, String)> {
+async fn spawn_sim(dir: &Path, vendor: &str, extra: &[&str]) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe().context("cannot find the tandem executable")?;
     let seed = dir.join(format!("{vendor}-seed.json"));
     let mut child = Command::new(exe)
         .args(["sim", vendor, "--listen", "127.0.0.1:0", "--seed"])
         .arg(&seed)
+        .args(extra)
         .env("TANDEM_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -115,6 +115,18 @@ enum SimCommand {
         /// The Bearer token to accept.
         #[arg(long, default_value = "sim-hubspot-token")]
         token: String,
+        /// Requests allowed in any window, search excepted, such as 100/10s (a private app's budget).
+        #[arg(long, value_parser = rate_arg, default_value = "off")]
+        rate_limit: RateArg,
+        /// The search endpoint's own budget, such as 5/1s.
+        #[arg(long, value_parser = rate_arg, default_value = "off")]
+        search_rate_limit: RateArg,
+        /// Requests allowed per day.
+        #[arg(long)]
+        daily_limit: Option<u32>,
+        /// Milliseconds each request takes to answer.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
     },
     /// The Mailchimp Marketing v3 API for one audience.
     Mailchimp {
@@ -130,7 +142,21 @@ enum SimCommand {
         /// The audience id served.
         #[arg(long, default_value = "a1b2c3d4e5")]
         list_id: String,
+        /// Most requests in flight at once; Mailchimp allows 10 per user (0: no limit).
+        #[arg(long, default_value_t = 10)]
+        max_connections: usize,
+        /// Milliseconds each request takes to answer.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
     },
+}
+
+/// A rate limit argument: `100/10s`, or `off` for none.
+#[derive(Debug, Clone, Copy)]
+struct RateArg(Option<tandem_core::RateLimit>);
+
+fn rate_arg(text: &str) -> Result<RateArg, String> {
+    crate::config::parse_rate(text).map(RateArg)
 }
 
 /// A failure with the exit code it deserves.
@@ -426,9 +452,22 @@ async fn serve_sim(sim: SimCommand) -> Result<ExitCode, Failure> {
     let stopped = async move { shutdown.cancelled().await };
     // The first line on standard output is the base URL, for scripts that start a simulator on port 0.
     match sim {
-        SimCommand::Hubspot { seed, token, .. } => {
+        SimCommand::Hubspot {
+            seed,
+            token,
+            rate_limit,
+            search_rate_limit,
+            daily_limit,
+            latency_ms,
+            ..
+        } => {
+            let window = |limit: RateArg| limit.0.map(|l| (l.requests, l.per));
             let sim = tandem_hubspot::sim::HubSpotSim::new(tandem_hubspot::sim::SimConfig {
                 token: token.clone(),
+                rate_limit: window(rate_limit),
+                search_rate_limit: window(search_rate_limit),
+                daily_limit,
+                latency: std::time::Duration::from_millis(latency_ms),
                 ..Default::default()
             });
             if let Some((text, path)) = read_seed(&seed)? {
@@ -449,11 +488,15 @@ async fn serve_sim(sim: SimCommand) -> Result<ExitCode, Failure> {
             seed,
             api_key,
             list_id,
+            max_connections,
+            latency_ms,
             ..
         } => {
             let config = tandem_mailchimp::sim::SimConfig {
                 api_key: api_key.clone(),
                 list_id: list_id.clone(),
+                max_connections: (max_connections > 0).then_some(max_connections),
+                latency: std::time::Duration::from_millis(latency_ms),
                 ..Default::default()
             };
             let sim = tandem_mailchimp::sim::MailchimpSim::new(config);

@@ -458,8 +458,9 @@ fn reqwest_url_ok(text: &str) -> Result<(), ()> {
     }
 }
 
-/// `"100/10s"` is 100 requests per 10 seconds; `"off"` is no limit.
-fn parse_rate(text: &str) -> Result<Option<RateLimit>, String> {
+/// A rate limit as written in config and on the command line: `"100/10s"` is
+/// 100 requests in any 10 seconds; `"off"` is no limit.
+pub fn parse_rate(text: &str) -> Result<Option<RateLimit>, String> {
     if text == "off" {
         return Ok(None);
     }

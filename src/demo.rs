@@ -37,6 +37,8 @@ pub struct Workspace {
     pub poll_interval_secs: u64,
     /// Seconds each incremental poll reaches back behind its watermark.
     pub overlap_secs: u64,
+    /// HubSpot's request budget and search budget, as config writes them (`"off"`, `"100/10s"`).
+    pub hubspot_limits: (String, String),
 }
 
 /// Write `tandem.toml`, the policy and the credential files into `dir`, and
@@ -69,8 +71,8 @@ poll_interval_secs = {poll}
 base_url = "{hubspot_url}"
 token_file = "hubspot.token"
 overlap_secs = {overlap}
-rate_limit = "off"
-search_rate_limit = "off"
+rate_limit = "{rate}"
+search_rate_limit = "{search_rate}"
 
 [connectors.mailchimp]
 base_url = "{mailchimp_url}"
@@ -83,6 +85,8 @@ policy = "policies/hubspot-mailchimp.toml"
 "#,
         poll = workspace.poll_interval_secs,
         overlap = workspace.overlap_secs,
+        rate = workspace.hubspot_limits.0,
+        search_rate = workspace.hubspot_limits.1,
         hubspot_url = workspace.hubspot_url,
         mailchimp_url = workspace.mailchimp_url,
         list_id = workspace.list_id,
@@ -113,6 +117,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         list_id: mailchimp_config.list_id,
         poll_interval_secs: args.interval.max(1),
         overlap_secs: 5,
+        hubspot_limits: ("off".into(), "off".into()),
     };
     let config_path = write_workspace(&args.dir, &workspace)?;
     let config = Config::load(&config_path)?;

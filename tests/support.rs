@@ -95,6 +95,7 @@ impl World {
             list_id: MailchimpSimConfig::default().list_id,
             poll_interval_secs: 1,
             overlap_secs: 0,
+            hubspot_limits: ("off".into(), "off".into()),
         };
         let config = Config::load(&write_workspace(dir.path(), &workspace).unwrap()).unwrap();
         World {

@@ -150,6 +150,14 @@ impl AnyConnector {
         }
     }
 
+    /// Requests sent and throttling answers received so far.
+    pub fn traffic(&self) -> tandem_core::TrafficStats {
+        match self {
+            AnyConnector::HubSpot(c) => c.traffic(),
+            AnyConnector::Mailchimp(c) => c.traffic(),
+        }
+    }
+
     /// Most writes worth handing to [`AnyConnector::apply`] at once.
     pub fn write_batch(&self) -> usize {
         match self {

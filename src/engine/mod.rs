@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use tandem_core::{ConnectorError, ErrorKind, Millis, Record, Write, normalize_key};
+use tandem_core::{ConnectorError, ErrorKind, Millis, Record, TrafficStats, Write, normalize_key};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -133,17 +133,19 @@ pub struct PairReport {
     pub interrupted: bool,
     /// Milliseconds spent pulling, reconciling and writing.
     pub timings: Timings,
+    /// Requests made to each side's API in this pass, and throttling answers met.
+    pub traffic: [TrafficStats; 2],
 }
 
 /// Where a pass's time went, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Timings {
-    /// Reading changes and staging them.
-    pub pull_ms: u64,
+    /// Reading changes and staging them, by side.
+    pub pull_ms: [u64; 2],
     /// Deciding and recording decisions (lookups included).
     pub reconcile_ms: u64,
-    /// Sending writes and recording their outcomes.
-    pub flush_ms: u64,
+    /// Sending writes and recording their outcomes, by side.
+    pub flush_ms: [u64; 2],
 }
 
 impl PairReport {
@@ -344,9 +346,12 @@ impl Engine {
             error,
         };
         let mut fully_listed = [false, false];
-        let started = std::time::Instant::now();
+        let traffic_before = Side::BOTH.map(|side| self.connector(policy, side).traffic());
         for side in Side::BOTH {
-            match self.pull(policy, side, shutdown, &mut report).await {
+            let started = std::time::Instant::now();
+            let pulled = self.pull(policy, side, shutdown, &mut report).await;
+            report.timings.pull_ms[side as usize] = started.elapsed().as_millis() as u64;
+            match pulled {
                 Ok(full) => fully_listed[side as usize] = full,
                 Err(PullError::Store(e)) => return Err(e.into()),
                 Err(PullError::Connector(e)) if e.kind() == ErrorKind::Fatal => {
@@ -358,7 +363,6 @@ impl Engine {
                 }
             }
         }
-        report.timings.pull_ms = started.elapsed().as_millis() as u64;
         let started = std::time::Instant::now();
         if !shutdown.is_cancelled()
             && let Err(e) = self
@@ -377,19 +381,29 @@ impl Engine {
             }
         }
         report.timings.reconcile_ms = started.elapsed().as_millis() as u64;
-        let started = std::time::Instant::now();
         for side in Side::BOTH {
             if shutdown.is_cancelled() {
                 break;
             }
+            let started = std::time::Instant::now();
             self.flush(policy, side, shutdown, &mut report)
                 .await
                 .map_err(|e| match e {
                     PullError::Store(e) => PassError::Store(e),
                     PullError::Connector(e) => fatal(e),
                 })?;
+            report.timings.flush_ms[side as usize] = started.elapsed().as_millis() as u64;
         }
-        report.timings.flush_ms = started.elapsed().as_millis() as u64;
+        for side in Side::BOTH {
+            let (now, before) = (
+                self.connector(policy, side).traffic(),
+                traffic_before[side as usize],
+            );
+            report.traffic[side as usize] = TrafficStats {
+                requests: now.requests - before.requests,
+                throttled: now.throttled - before.throttled,
+            };
+        }
         let pair = policy.name.clone();
         let counts = self.store.call(move |s| s.counts(&pair)).await?;
         report.open_conflicts = counts.open_conflicts;

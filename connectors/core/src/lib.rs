@@ -14,7 +14,10 @@ mod record;
 
 pub use connector::{Connector, Page, Write, WriteOp, WriteOutcome};
 pub use error::{ConnectorError, ErrorKind};
-pub use http::{HttpKit, HttpSettings, Limiter, RateLimit, body_excerpt, server_time};
+pub use http::{
+    HttpKit, HttpSettings, Limiter, RateLimit, StandardThrottle, Throttle, ThrottlePolicy,
+    TrafficStats, body_excerpt, retry_after, server_time,
+};
 pub use record::{FieldMap, Record, normalize_key};
 
 /// Milliseconds since the Unix epoch, the one time unit connectors hand to the engine.

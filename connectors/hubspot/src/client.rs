@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -19,7 +20,8 @@ use serde_json::Value;
 use tandem_core::clock::{now_millis, parse_rfc3339};
 use tandem_core::{
     Connector, ConnectorError, HttpKit, HttpSettings, Limiter, Millis, Page, RateLimit, Record,
-    Write, WriteOp, WriteOutcome, body_excerpt, normalize_key, server_time,
+    Throttle, ThrottlePolicy, TrafficStats, Write, WriteOp, WriteOutcome, body_excerpt,
+    normalize_key, retry_after, server_time,
 };
 
 use crate::model::{
@@ -55,13 +57,15 @@ pub struct HubSpotConfig {
 }
 
 impl HubSpotConfig {
-    /// Defaults for the real API: 100 requests per 10 s, search 4 per second.
+    /// Defaults for the real API: 100 requests per 10 s, search 4 per second,
+    /// and HubSpot's way of saying "slow down".
     pub fn new(base_url: impl Into<String>, token: SecretString) -> Self {
         let mut http = HttpSettings::new(VENDOR);
         http.rate = Some(RateLimit {
             requests: 100,
             per: Duration::from_secs(10),
         });
+        http.throttle = std::sync::Arc::new(HubSpotThrottle);
         Self {
             base_url: base_url.into(),
             token,
@@ -73,6 +77,44 @@ impl HubSpotConfig {
             }),
             http,
         }
+    }
+}
+
+/// How HubSpot throttles: a 429 names its `policyName`, and every answer but
+/// search's carries `X-HubSpot-RateLimit-*` headers.
+pub struct HubSpotThrottle;
+
+/// How long to stop after the daily budget is spent, before trying again. HubSpot
+/// resets it at midnight in the account's time zone, which the API does not tell.
+pub const DAILY_PAUSE: Duration = Duration::from_secs(15 * 60);
+
+impl ThrottlePolicy for HubSpotThrottle {
+    fn refusal(
+        &self,
+        status: reqwest::StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<Throttle> {
+        if status != reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return None;
+        }
+        let body: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+        let asked = retry_after(headers);
+        Some(match body.policy_name.as_deref() {
+            Some("DAILY") => Throttle::Pause(asked.unwrap_or(DAILY_PAUSE)),
+            // The ten-secondly window: HubSpot's guidance is to back off about ten seconds.
+            _ => Throttle::Retry(Some(asked.unwrap_or(Duration::from_secs(10)))),
+        })
+    }
+
+    fn budget(&self, headers: &HeaderMap) -> Option<Duration> {
+        // The window's budget is spent (other apps share it): wait one window before the next request.
+        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+        (number("x-hubspot-ratelimit-remaining")? == 0).then(|| {
+            Duration::from_millis(
+                number("x-hubspot-ratelimit-interval-milliseconds").unwrap_or(10_000),
+            )
+        })
     }
 }
 
@@ -124,6 +166,11 @@ impl HubSpotClient {
             overlap: config.search_overlap.as_millis() as Millis,
             search_limiter: config.search_rate.map(RateLimit::limiter),
         })
+    }
+
+    /// Requests sent and throttling answers received so far.
+    pub fn traffic(&self) -> TrafficStats {
+        self.kit.stats()
     }
 
     fn url(&self, path: &str) -> String {
@@ -594,4 +641,62 @@ async fn read_json<T: DeserializeOwned>(response: Response) -> Result<T, Connect
         vendor: VENDOR,
         message: format!("the response is not the expected JSON: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    reqwest::header::HeaderName::from_static(k),
+                    v.parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_429_is_read_by_its_policy_name() {
+        let too_many = reqwest::StatusCode::TOO_MANY_REQUESTS;
+        let daily = br#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#;
+        assert_eq!(
+            HubSpotThrottle.refusal(too_many, &HeaderMap::new(), daily),
+            Some(Throttle::Pause(DAILY_PAUSE))
+        );
+        let rolling =
+            br#"{"status":"error","errorType":"RATE_LIMIT","policyName":"TEN_SECONDLY_ROLLING"}"#;
+        assert_eq!(
+            HubSpotThrottle.refusal(too_many, &HeaderMap::new(), rolling),
+            Some(Throttle::Retry(Some(Duration::from_secs(10))))
+        );
+        let asked = headers(&[("retry-after", "3")]);
+        assert_eq!(
+            HubSpotThrottle.refusal(too_many, &asked, rolling),
+            Some(Throttle::Retry(Some(Duration::from_secs(3))))
+        );
+        // A 403 is a missing scope, not throttling.
+        assert_eq!(
+            HubSpotThrottle.refusal(reqwest::StatusCode::FORBIDDEN, &HeaderMap::new(), b"{}"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_spent_window_means_waiting_one_interval() {
+        let spent = headers(&[
+            ("x-hubspot-ratelimit-remaining", "0"),
+            ("x-hubspot-ratelimit-interval-milliseconds", "10000"),
+        ]);
+        assert_eq!(
+            HubSpotThrottle.budget(&spent),
+            Some(Duration::from_secs(10))
+        );
+        let left = headers(&[("x-hubspot-ratelimit-remaining", "12")]);
+        assert_eq!(HubSpotThrottle.budget(&left), None);
+        assert_eq!(HubSpotThrottle.budget(&HeaderMap::new()), None);
+    }
 }

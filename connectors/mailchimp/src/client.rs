@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use reqwest::header::HeaderMap;
 use reqwest::{Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -18,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tandem_core::clock::{format_seconds_offset, now_millis, parse_rfc3339};
 use tandem_core::{
-    Connector, ConnectorError, HttpKit, HttpSettings, Millis, Page, Record, Write, WriteOp,
-    WriteOutcome, body_excerpt, normalize_key, server_time,
+    Connector, ConnectorError, HttpKit, HttpSettings, Millis, Page, Record, Throttle,
+    ThrottlePolicy, TrafficStats, Write, WriteOp, WriteOutcome, body_excerpt, normalize_key,
+    retry_after, server_time,
 };
 
 use crate::model::{
@@ -61,6 +63,7 @@ impl MailchimpConfig {
         let mut http = HttpSettings::new(VENDOR);
         http.max_concurrency = Some(8);
         http.timeout = Duration::from_secs(120);
+        http.throttle = std::sync::Arc::new(MailchimpThrottle);
         Self {
             base_url: base_url.into(),
             api_key,
@@ -77,6 +80,25 @@ impl MailchimpConfig {
         let (_, dc) = api_key.rsplit_once('-')?;
         (!dc.is_empty() && dc.chars().all(|c| c.is_ascii_alphanumeric()))
             .then(|| format!("https://{dc}.api.mailchimp.com/3.0"))
+    }
+}
+
+/// How Mailchimp throttles: 429, or under heavy load a 403 with no body.
+pub struct MailchimpThrottle;
+
+impl ThrottlePolicy for MailchimpThrottle {
+    fn refusal(
+        &self,
+        status: reqwest::StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Option<Throttle> {
+        match status.as_u16() {
+            429 => Some(Throttle::Retry(retry_after(headers))),
+            // A 403 about permissions has a problem body; a bare one is load shedding.
+            403 if body.iter().all(u8::is_ascii_whitespace) => Some(Throttle::Retry(None)),
+            _ => None,
+        }
     }
 }
 
@@ -118,6 +140,11 @@ impl MailchimpClient {
             overlap: config.overlap.as_millis() as Millis,
             page_size: config.page_size.clamp(1, PAGE_LIMIT),
         })
+    }
+
+    /// Requests sent and throttling answers received so far.
+    pub fn traffic(&self) -> TrafficStats {
+        self.kit.stats()
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -455,13 +482,6 @@ async fn expect_ok(response: Response) -> Result<Response, ConnectorError> {
     let code = status.as_u16();
     let text = body_excerpt(response).await;
     let problem: Problem = serde_json::from_str(&text).unwrap_or_default();
-    // Under heavy load Mailchimp may answer 403 with no body: that is throttling, not a rejection.
-    if code == 403 && text.trim().is_empty() {
-        return Err(ConnectorError::RateLimited {
-            vendor: VENDOR,
-            retry_after: None,
-        });
-    }
     let mut message = if problem.title.is_empty() {
         text
     } else {
@@ -501,6 +521,25 @@ async fn read_json<T: DeserializeOwned>(response: Response) -> Result<T, Connect
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_403_is_throttling_and_one_with_a_problem_is_not() {
+        let headers = HeaderMap::new();
+        let forbidden = reqwest::StatusCode::FORBIDDEN;
+        assert_eq!(
+            MailchimpThrottle.refusal(forbidden, &headers, b""),
+            Some(Throttle::Retry(None))
+        );
+        let problem = br#"{"type":"https://mailchimp.com/developer/marketing/docs/errors/","title":"Forbidden","status":403,"detail":"You don't have permission","instance":"x"}"#;
+        assert_eq!(
+            MailchimpThrottle.refusal(forbidden, &headers, problem),
+            None
+        );
+        assert_eq!(
+            MailchimpThrottle.refusal(reqwest::StatusCode::TOO_MANY_REQUESTS, &headers, b""),
+            Some(Throttle::Retry(None))
+        );
+    }
 
     #[test]
     fn the_datacenter_comes_from_the_key_suffix() {

@@ -41,6 +41,7 @@ pub fn router(sim: HubSpotSim) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(sim.clone(), lose_answers))
+        .layer(middleware::from_fn_with_state(sim.clone(), limit))
         .layer(middleware::from_fn_with_state(sim.clone(), authenticate))
         .layer(middleware::from_fn_with_state(sim.clone(), stamp_date))
         .with_state(sim)
@@ -104,6 +105,125 @@ async fn lose_answers(State(sim): State<HubSpotSim>, request: Request, next: Nex
         }
     }
     response
+}
+
+/// What the budgets say of one request.
+enum Budget {
+    /// Refused: the policy that refused it and when to try again.
+    Spent(&'static str, i64),
+    /// Let through; the headers to report (none for search).
+    Granted(Vec<(&'static str, String)>),
+}
+
+/// HubSpot's budgets: a rolling window for everything but search (which has its
+/// own), and a daily count. Answers other than search's report them in
+/// `X-HubSpot-RateLimit-*` headers.
+async fn limit(State(sim): State<HubSpotSim>, request: Request, next: Next) -> Response {
+    let search = request.uri().path().ends_with("/search");
+    let config = &sim.config;
+    let budget = {
+        let mut state = sim.lock();
+        let now = state.now();
+        let day = now.div_euclid(86_400_000);
+        if state.today.0 != day {
+            state.today = (day, 0);
+        }
+        let window = if search {
+            config.search_rate_limit
+        } else {
+            config.rate_limit
+        };
+        let daily_spent = config.daily_limit.is_some_and(|max| state.today.1 >= max);
+        let queue = if search {
+            &mut state.recent_searches
+        } else {
+            &mut state.recent
+        };
+        let mut budget = if daily_spent {
+            Budget::Spent("DAILY", (day + 1) * 86_400_000 - now)
+        } else {
+            Budget::Granted(Vec::new())
+        };
+        if let (Budget::Granted(_), Some((max, per))) = (&budget, window) {
+            let per = per.as_millis() as i64;
+            while queue.front().is_some_and(|t| *t <= now - per) {
+                queue.pop_front();
+            }
+            if queue.len() >= max as usize {
+                let policy = if search {
+                    "SECONDLY"
+                } else {
+                    "TEN_SECONDLY_ROLLING"
+                };
+                budget = Budget::Spent(
+                    policy,
+                    queue.front().map_or(per, |oldest| oldest + per - now),
+                );
+            } else {
+                queue.push_back(now);
+            }
+        }
+        match &mut budget {
+            Budget::Spent(..) => state.stats.throttled += 1,
+            Budget::Granted(headers) => {
+                state.today.1 += 1;
+                if !search {
+                    if let Some((max, per)) = config.rate_limit {
+                        headers.push(("x-hubspot-ratelimit-max", max.to_string()));
+                        headers.push((
+                            "x-hubspot-ratelimit-remaining",
+                            (max as usize)
+                                .saturating_sub(state.recent.len())
+                                .to_string(),
+                        ));
+                        headers.push((
+                            "x-hubspot-ratelimit-interval-milliseconds",
+                            per.as_millis().to_string(),
+                        ));
+                    }
+                    if let Some(max) = config.daily_limit {
+                        headers.push(("x-hubspot-ratelimit-daily", max.to_string()));
+                        headers.push((
+                            "x-hubspot-ratelimit-daily-remaining",
+                            max.saturating_sub(state.today.1).to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+        budget
+    };
+    match budget {
+        Budget::Spent(policy, wait_ms) => {
+            let body = json!({
+                "status": "error",
+                "message": format!("You have reached your {} limit.", policy.to_lowercase()),
+                "errorType": "RATE_LIMIT",
+                "correlationId": uuid::Uuid::new_v4().to_string(),
+                "policyName": policy,
+            });
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+            if config.retry_after {
+                let seconds = (wait_ms.max(0) + 999) / 1000;
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, seconds.max(1).into());
+            }
+            response
+        }
+        Budget::Granted(headers) => {
+            if !config.latency.is_zero() {
+                tokio::time::sleep(config.latency).await;
+            }
+            let mut response = next.run(request).await;
+            for (name, value) in headers {
+                if let Ok(value) = value.parse() {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
+    }
 }
 
 async fn authenticate(State(sim): State<HubSpotSim>, request: Request, next: Next) -> Response {

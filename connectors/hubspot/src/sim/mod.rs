@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -41,8 +42,18 @@ pub struct SimConfig {
     pub search_cap: u32,
     /// Most inputs of a batch call.
     pub batch_limit: usize,
+    /// Requests allowed in any rolling window (search excepted), like a private
+    /// app's 100 or 190 per 10 s; `None` for no limit.
+    pub rate_limit: Option<(u32, Duration)>,
+    /// Requests allowed per day (by the simulator's clock, UTC); `None` for no limit.
+    pub daily_limit: Option<u32>,
+    /// The search endpoint's own budget, like 5 per second; `None` for no limit.
+    pub search_rate_limit: Option<(u32, Duration)>,
+    /// Whether a 429 carries `Retry-After` (HubSpot does not document one).
+    pub retry_after: bool,
+    /// How long each request takes to answer (the real API takes 100 ms or more).
+    pub latency: Duration,
 }
-
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
@@ -51,6 +62,11 @@ impl Default for SimConfig {
             search_limit: 200,
             search_cap: 10_000,
             batch_limit: 100,
+            rate_limit: None,
+            daily_limit: None,
+            search_rate_limit: None,
+            retry_after: false,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -89,6 +105,8 @@ pub struct SimStats {
     pub requests: u64,
     /// Contacts created, updated or archived.
     pub writes: u64,
+    /// Requests refused with 429.
+    pub throttled: u64,
 }
 
 /// A running or ready simulator. Clones share one state.
@@ -164,7 +182,7 @@ impl HubSpotSim {
     }
 
     /// Move the portal's clock forward: later writes get later `lastmodifieddate`s.
-    pub fn advance_clock(&self, by: std::time::Duration) {
+    pub fn advance_clock(&self, by: Duration) {
         self.lock().clock_offset += by.as_millis() as i64;
     }
 
@@ -174,7 +192,7 @@ impl HubSpotSim {
         self.lock().lost_answers = n;
     }
 
-    /// Counters of requests and writes so far.
+    /// Counters of requests, writes and 429s so far.
     pub fn stats(&self) -> SimStats {
         self.lock().stats
     }

@@ -158,6 +158,11 @@ pub struct State {
     pub clock_offset: Millis,
     /// How many more writes are applied but answered with a 500.
     pub lost_answers: u32,
+    /// Times of the requests in the current rolling windows, for the rate limits.
+    pub recent: std::collections::VecDeque<Millis>,
+    pub recent_searches: std::collections::VecDeque<Millis>,
+    /// Requests counted against the daily limit: (day number, count).
+    pub today: (i64, u32),
     pub stats: SimStats,
 }
 
@@ -171,6 +176,11 @@ impl State {
     }
 
     /// A strictly increasing clock, so every write has its own `lastmodifieddate`.
+    /// The simulator's clock, without advancing it.
+    pub fn now(&self) -> Millis {
+        now_millis() + self.clock_offset
+    }
+
     fn tick(&mut self) -> Millis {
         self.last_tick = (now_millis() + self.clock_offset).max(self.last_tick + 1);
         self.last_tick

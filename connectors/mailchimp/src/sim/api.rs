@@ -44,6 +44,10 @@ pub fn router(sim: MailchimpSim) -> Router {
         )
         .fallback(|| async { problem(&Rejection::not_found()) })
         .layer(middleware::from_fn_with_state(sim.clone(), lose_answers))
+        .layer(middleware::from_fn_with_state(
+            sim.clone(),
+            limit_connections,
+        ))
         .layer(middleware::from_fn_with_state(sim.clone(), authenticate))
         .layer(middleware::from_fn_with_state(sim.clone(), stamp_date))
         .with_state(sim);
@@ -107,6 +111,44 @@ async fn lose_answers(State(sim): State<MailchimpSim>, request: Request, next: N
         }
     }
     response
+}
+
+/// Mailchimp's limit: simultaneous connections per user. One over it is refused
+/// with a 429 (or, if configured, the bodiless 403 seen at very high volumes).
+async fn limit_connections(
+    State(sim): State<MailchimpSim>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Counts a request in flight until it is answered or its client goes away.
+    struct InFlight(std::sync::Arc<AtomicUsize>);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let in_flight = sim.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _guard = InFlight(sim.in_flight.clone());
+    if sim
+        .config
+        .max_connections
+        .is_some_and(|max| in_flight > max)
+    {
+        sim.lock().stats.throttled += 1;
+        if sim.config.refuse_with_403 {
+            return StatusCode::FORBIDDEN.into_response();
+        }
+        return reject(
+            429,
+            "Too Many Requests",
+            "You have exceeded the limit of 10 simultaneous connections.",
+        );
+    }
+    if !sim.config.latency.is_zero() {
+        tokio::time::sleep(sim.config.latency).await;
+    }
+    next.run(request).await
 }
 
 async fn authenticate(State(sim): State<MailchimpSim>, request: Request, next: Next) -> Response {

@@ -43,6 +43,13 @@ pub struct SimConfig {
     /// Whether `since_last_changed` includes members changed at exactly that second
     /// (Mailchimp documents "changed after"; the default reads that as strict).
     pub since_inclusive: bool,
+    /// Most requests in flight at once (Mailchimp allows 10 per user); `None` for no limit.
+    pub max_connections: Option<usize>,
+    /// Whether a request over that limit gets a bodiless 403, as Mailchimp may
+    /// answer at very high volumes, instead of a 429.
+    pub refuse_with_403: bool,
+    /// How long each request takes to answer (the real API takes 100 ms or more).
+    pub latency: std::time::Duration,
 }
 
 impl Default for SimConfig {
@@ -53,6 +60,9 @@ impl Default for SimConfig {
             max_count: 1000,
             batch_limit: 500,
             since_inclusive: false,
+            max_connections: Some(10),
+            refuse_with_403: false,
+            latency: std::time::Duration::ZERO,
         }
     }
 }
@@ -93,6 +103,8 @@ pub struct SimStats {
     pub requests: u64,
     /// Members created, updated or archived.
     pub writes: u64,
+    /// Requests refused for too many connections.
+    pub throttled: u64,
 }
 
 /// A running or ready simulator. Clones share one state.
@@ -100,6 +112,8 @@ pub struct SimStats {
 pub struct MailchimpSim {
     state: Arc<Mutex<State>>,
     config: Arc<SimConfig>,
+    /// Requests in flight, counted outside the state's lock.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MailchimpSim {
@@ -108,6 +122,7 @@ impl MailchimpSim {
         Self {
             state: Arc::new(Mutex::new(State::new(&config.list_id))),
             config: Arc::new(config),
+            in_flight: Arc::default(),
         }
     }
 
