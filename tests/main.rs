@@ -2,6 +2,7 @@
 //! command line against the simulators, through real HTTP on loopback.
 
 mod cli;
+mod connectors;
 mod limits;
 mod sims;
 mod support;

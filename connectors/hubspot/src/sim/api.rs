@@ -477,6 +477,15 @@ async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
 
 /// Ids of live contacts matching the search, in its sort order.
 fn matching_ids(portal: &Portal, request: &SearchRequest) -> Result<Vec<u64>, Response> {
+    let mut ids = matching_ids_now(portal, request)?;
+    if !portal.unindexed.is_empty() {
+        ids.retain(|id| portal.searchable(*id));
+    }
+    Ok(ids)
+}
+
+/// Matching ids as if search were up to date.
+fn matching_ids_now(portal: &Portal, request: &SearchRequest) -> Result<Vec<u64>, Response> {
     for filter in request.filter_groups.iter().flat_map(|g| &g.filters) {
         if !portal.schema.contains_key(&filter.property_name) {
             return Err(validation(format!(

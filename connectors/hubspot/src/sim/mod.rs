@@ -186,6 +186,16 @@ impl HubSpotSim {
         self.lock().clock_offset += by.as_millis() as i64;
     }
 
+    /// Keep the latest change of the contact with this email out of search for
+    /// a while, as HubSpot's search index lags behind writes.
+    pub fn delay_indexing(&self, email: &str, by: Duration) {
+        let mut state = self.lock();
+        if let Some(id) = state.find_email(email) {
+            let until = state.now() + by.as_millis() as i64;
+            state.unindexed.insert(id, until);
+        }
+    }
+
     /// Apply the next `n` writes but answer each with a 500, as when the answer
     /// is lost after the vendor already wrote.
     pub fn lose_answers(&self, n: u32) {

@@ -163,6 +163,8 @@ pub struct State {
     pub recent_searches: std::collections::VecDeque<Millis>,
     /// Requests counted against the daily limit: (day number, count).
     pub today: (i64, u32),
+    /// Contacts whose latest change search does not show until then (search lags).
+    pub unindexed: HashMap<u64, Millis>,
     pub stats: SimStats,
 }
 
@@ -257,6 +259,11 @@ impl State {
 
     pub fn find_email(&self, email: &str) -> Option<u64> {
         self.emails.get(&email.trim().to_lowercase()).copied()
+    }
+
+    /// Whether search shows the contact's latest change yet.
+    pub fn searchable(&self, id: u64) -> bool {
+        self.unindexed.get(&id).is_none_or(|at| *at <= self.now())
     }
 
     pub fn live_ids(&self) -> impl Iterator<Item = u64> + '_ {
