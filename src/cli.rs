@@ -41,6 +41,14 @@ enum Command {
     Sync(SyncArgs),
     /// Sync every pair continuously, one pass every poll interval, until Ctrl-C.
     Run(ConfigArg),
+    /// What the engine's state says: links, conflicts, queued writes, dead letters, last polls.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Conflicts that no rule could settle.
     #[command(subcommand)]
     Conflicts(ConflictsCommand),
@@ -226,6 +234,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Sync(args) if args.once => sync_once(&args.config.config, args.json).await,
         Command::Sync(args) => run_forever(&args.config.config).await,
         Command::Run(args) => run_forever(&args.config).await,
+        Command::Status { config, json } => status(&config.config, json),
         Command::Conflicts(ConflictsCommand::List { config, all, json }) => {
             list_conflicts(&config.config, all, json)
         }
@@ -289,6 +298,79 @@ pub fn shutdown_on_ctrl_c() -> CancellationToken {
         }
     });
     token
+}
+
+/// One pair's state, for `tandem status`.
+#[derive(Debug, serde::Serialize)]
+struct PairStatus {
+    pair: String,
+    connectors: [String; 2],
+    #[serde(flatten)]
+    counts: crate::store::Counts,
+    last_poll: [Option<tandem_core::Millis>; 2],
+    dead: Vec<crate::store::DeadLetter>,
+}
+
+fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
+    let config = Config::load(path).map_err(bad_input)?;
+    let policies = crate::engine::load_policies(&config).map_err(bad_input)?;
+    let store =
+        open_existing_store(&config.store_path).map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+    let dead = store.dead_letters()?;
+    let mut pairs = Vec::new();
+    for policy in &policies {
+        pairs.push(PairStatus {
+            pair: policy.name.clone(),
+            connectors: [policy.left.clone(), policy.right.clone()],
+            counts: store.counts(&policy.name)?,
+            last_poll: store.last_polls(&policy.name)?,
+            dead: dead
+                .iter()
+                .filter(|d| d.pair == policy.name)
+                .cloned()
+                .collect(),
+        });
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&pairs).expect("status serializes")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = tandem_core::clock::now_millis();
+    let ago = |at: Option<tandem_core::Millis>| match at {
+        None => "never".to_string(),
+        Some(at) => format!(
+            "{} ({} s ago)",
+            tandem_core::clock::format_seconds_offset(at),
+            (now - at).max(0) / 1000
+        ),
+    };
+    for pair in &pairs {
+        let [left, right] = &pair.connectors;
+        let c = &pair.counts;
+        println!("{} ({left} <-> {right})", pair.pair);
+        println!("  links            {}", c.links);
+        println!("  open conflicts   {}", c.open_conflicts);
+        println!("  queued writes    {}", c.pending_writes);
+        println!("  staged records   {}", c.inbox);
+        println!("  dead letters     {}", c.dead_letters);
+        for letter in &pair.dead {
+            let system = if letter.side == crate::side::Side::Left {
+                left
+            } else {
+                right
+            };
+            println!(
+                "    #{} to {system} for {} after {} attempts: {}",
+                letter.id, letter.key, letter.attempts, letter.error
+            );
+        }
+        println!("  last poll        {left}: {}", ago(pair.last_poll[0]));
+        println!("                   {right}: {}", ago(pair.last_poll[1]));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn list_conflicts(path: &std::path::Path, all: bool, json: bool) -> Result<ExitCode, Failure> {

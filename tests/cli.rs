@@ -404,3 +404,43 @@ async fn a_bad_seed_file_is_named() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn status_shows_dead_letters_and_the_last_polls() {
+    let world = World::new(
+        vec![
+            crate::support::contact("bounce@example.com", &[]),
+            crate::support::contact("grace@example.com", &[]),
+        ],
+        vec![],
+    )
+    .await;
+    world.mailchimp.reject_emails(&["bounce@example.com"]);
+    let engine = world.engine().await;
+    for _ in 0..world.config.engine.max_attempts {
+        world.pass(&engine).await;
+        world.clock.advance(std::time::Duration::from_secs(7200));
+    }
+    let config = world.dir.path().join("tandem.toml");
+    let output = tandem(&["status", "--config", config.to_str().unwrap()], &[]).await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(text.contains("links            2"), "{text}");
+    assert!(text.contains("dead letters     1"), "{text}");
+    assert!(
+        text.contains(
+            "to mailchimp for bounce@example.com after 8 attempts: mailchimp: record rejected"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("last poll        hubspot: 2"), "{text}");
+
+    let json = tandem(
+        &["status", "--json", "--config", config.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    let pairs: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(pairs[0]["dead_letters"], 1);
+    assert_eq!(pairs[0]["dead"][0]["key"], "bounce@example.com");
+}

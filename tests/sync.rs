@@ -458,3 +458,46 @@ async fn an_email_already_linked_to_another_record_is_skipped_not_stuck() {
     );
     assert_eq!(world.mailchimp_value(ADA, "FNAME").as_deref(), Some("Ada"));
 }
+
+#[tokio::test]
+async fn a_hubspot_batch_with_one_bad_input_creates_the_others() {
+    // Mailchimp holds an address HubSpot refuses: the batch answers 207 and names only that input.
+    let world = World::new(
+        vec![],
+        vec![
+            member("ada@localhost", &[("FNAME", "Ada")]),
+            member("grace@example.com", &[("FNAME", "Grace")]),
+            member("alan@example.com", &[("FNAME", "Alan")]),
+        ],
+    )
+    .await;
+    let engine = world.engine().await;
+    let report = world.pass(&engine).await;
+    assert_eq!(
+        (report.created[Side::Left as usize], report.rejected),
+        (2, 1),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("ada@localhost") && p.contains("INVALID_EMAIL")),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(
+        world
+            .hubspot_value("grace@example.com", "firstname")
+            .as_deref(),
+        Some("Grace")
+    );
+    assert_eq!(world.hubspot.contacts().len(), 2);
+    // One batch call for the three: the bad input did not cost the others a retry.
+    assert_eq!(
+        report.traffic[Side::Left as usize].requests,
+        2,
+        "listing, one upsert: {:?}",
+        report.traffic
+    );
+}

@@ -727,7 +727,7 @@ impl Store {
         .collect()
     }
 
-    /// Writes parked as dead letters.
+    /// Writes parked as dead letters, every pair.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
         let mut statement = self.conn.prepare(
             "SELECT id, pair, side, match_key, attempts, COALESCE(last_error, '') FROM outbox WHERE status = 'dead' ORDER BY id",
@@ -754,6 +754,22 @@ impl Store {
             })
         })
         .collect()
+    }
+
+    /// When each side's cursor last moved (a successful poll), by side.
+    pub fn last_polls(&self, pair: &str) -> Result<[Option<Millis>; 2]> {
+        let mut polls = [None, None];
+        let mut statement = self
+            .conn
+            .prepare("SELECT side, updated_at FROM cursors WHERE pair = ?1")?;
+        let rows = statement.query_map([pair], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Millis>(1)?))
+        })?;
+        for row in rows {
+            let (side, at) = row?;
+            polls[parse_side(&side)? as usize] = Some(at);
+        }
+        Ok(polls)
     }
 
     /// Counts of one pair's state.
