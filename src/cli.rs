@@ -397,10 +397,14 @@ fn list_conflicts(path: &std::path::Path, all: bool, json: bool) -> Result<ExitC
     let rows: Vec<[String; 8]> = conflicts
         .iter()
         .map(|c| {
+            let what = match c.kind.as_str() {
+                "ambiguous_match" => format!("{} (ambiguous match)", c.field),
+                _ => c.field.clone(),
+            };
             [
                 c.id.to_string(),
                 c.key.clone(),
-                c.field.clone(),
+                what,
                 show(&c.left),
                 show(&c.right),
                 c.base.as_ref().map_or("(none)".into(), |(l, _)| show(l)),

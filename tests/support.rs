@@ -175,4 +175,21 @@ impl World {
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
+
+    /// Change a Mailchimp member's email address through the public API, as the member would.
+    pub async fn rename_in_mailchimp(&self, old: &str, new: &str) {
+        let hash = tandem_mailchimp::subscriber_hash(old);
+        let response = reqwest::Client::new()
+            .patch(format!(
+                "{}/lists/{}/members/{hash}",
+                self.mailchimp_url,
+                MailchimpSimConfig::default().list_id
+            ))
+            .basic_auth("form", Some(MailchimpSimConfig::default().api_key))
+            .json(&json!({ "email_address": new }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
 }

@@ -431,24 +431,88 @@ async fn a_create_whose_answer_was_lost_is_not_made_twice() {
 }
 
 #[tokio::test]
-async fn an_email_already_linked_to_another_record_is_skipped_not_stuck() {
+async fn an_email_change_on_either_side_keeps_the_link_and_reaches_the_other() {
+    let world = linked_world().await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    let member_id = world.mailchimp.member(ADA).unwrap().extra["contact_id"].clone();
+
+    // HubSpot changes the address: Mailchimp's member is renamed, not duplicated.
+    world.later();
+    world
+        .hubspot
+        .edit(ADA, &[("email", "ada.king@example.com")]);
+    let report = world.pass(&engine).await;
+    assert_eq!(
+        (report.updated, report.created),
+        ([0, 1], [0, 0]),
+        "{report:?}"
+    );
+    assert!(world.mailchimp.member(ADA).is_none());
+    let renamed = world
+        .mailchimp
+        .member("ada.king@example.com")
+        .expect("renamed member");
+    assert_eq!(
+        renamed.extra["contact_id"], member_id,
+        "the same member, renamed"
+    );
+    assert_eq!(world.mailchimp.members().len(), 1);
+
+    // Mailchimp changes it back (the member edits their profile): HubSpot follows.
+    world.later();
+    world
+        .rename_in_mailchimp("ada.king@example.com", "countess@example.org")
+        .await;
+    let report = world.pass(&engine).await;
+    assert_eq!(
+        (report.updated, report.created),
+        ([1, 0], [0, 0]),
+        "{report:?}"
+    );
+    assert_eq!(world.hubspot.contacts().len(), 1);
+    assert_eq!(
+        world
+            .hubspot_value("countess@example.org", "firstname")
+            .as_deref(),
+        Some("Ada")
+    );
+
+    // The link followed: later edits flow under the new address, and the old one is free.
+    world.later();
+    world
+        .hubspot
+        .edit("countess@example.org", &[("lastname", "Byron")]);
+    world.pass(&engine).await;
+    assert_eq!(
+        world
+            .mailchimp_value("countess@example.org", "LNAME")
+            .as_deref(),
+        Some("Byron")
+    );
+    let quiet = world.pass(&engine).await;
+    assert_eq!((quiet.writes(), quiet.open_conflicts), (0, 0), "{quiet:?}");
+}
+
+#[tokio::test]
+async fn an_email_freed_by_a_change_is_taken_by_the_new_record_on_the_next_pass() {
     let world = World::new(vec![contact(ADA, &[("firstname", "Ada")])], vec![]).await;
     let engine = world.engine().await;
     world.pass(&engine).await;
-    // Ada's HubSpot contact takes another address (the link keeps its key), and a new
-    // contact takes hers: the link's key now belongs to a different HubSpot record.
+    // Ada takes a new address and, in the same pass, a new contact takes her old one.
     world.later();
     world
         .hubspot
         .edit(ADA, &[("email", "ada.king@example.com")]);
     world
-        .create_in_hubspot(json!({"email": ADA, "firstname": "Impostor"}))
+        .create_in_hubspot(json!({"email": ADA, "firstname": "Another Ada"}))
         .await;
     world
         .create_in_hubspot(json!({"email": "grace@example.com", "firstname": "Grace"}))
         .await;
-    let report = world.pass(&engine).await;
-    assert_eq!(report.skipped.get("keytaken"), Some(&1), "{report:?}");
+    let first = world.pass(&engine).await;
+    // While Ada's link still holds the address, the newcomer is not guessed at.
+    assert_eq!(first.conflicts_opened, 1, "{first:?}");
     assert_eq!(
         world
             .mailchimp_value("grace@example.com", "FNAME")
@@ -456,7 +520,70 @@ async fn an_email_already_linked_to_another_record_is_skipped_not_stuck() {
         Some("Grace"),
         "the rest of the pass goes on"
     );
-    assert_eq!(world.mailchimp_value(ADA, "FNAME").as_deref(), Some("Ada"));
+    assert!(world.mailchimp.member("ada.king@example.com").is_some());
+    // Ada's rename released the address: the newcomer is decided against it now.
+    let second = world.pass(&engine).await;
+    assert_eq!(
+        (second.created[Side::Right as usize], second.open_conflicts),
+        (1, 0),
+        "{second:?}"
+    );
+    assert_eq!(
+        world.mailchimp_value(ADA, "FNAME").as_deref(),
+        Some("Another Ada")
+    );
+    assert_eq!(
+        world
+            .mailchimp_value("ada.king@example.com", "FNAME")
+            .as_deref(),
+        Some("Ada")
+    );
+}
+
+#[tokio::test]
+async fn two_records_claiming_one_email_are_an_ambiguous_match_not_a_guess() {
+    let world = linked_world().await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    // Both sides change Ada's address, differently: the key's rule is manual.
+    world.later();
+    world
+        .hubspot
+        .edit(ADA, &[("email", "ada.hubspot@example.com")]);
+    world
+        .rename_in_mailchimp(ADA, "ada.mailchimp@example.com")
+        .await;
+    let report = world.pass(&engine).await;
+    assert_eq!(report.conflicts_opened, 1, "{report:?}");
+    // The link still holds the old address; a new contact claims it.
+    world.later();
+    world
+        .create_in_hubspot(json!({"email": ADA, "firstname": "Claimant"}))
+        .await;
+    world
+        .hubspot
+        .edit("ada.hubspot@example.com", &[("lastname", "King")]);
+    let report = world.pass(&engine).await;
+    assert_eq!(report.conflicts_opened, 1, "{report:?}");
+    assert!(
+        world.mailchimp.member(ADA).is_none(),
+        "nothing was created on a guess"
+    );
+    assert_eq!(
+        world
+            .mailchimp_value("ada.mailchimp@example.com", "LNAME")
+            .as_deref(),
+        Some("King"),
+        "other fields sync"
+    );
+    let conflicts = engine.store().call(|s| s.conflicts(false)).await.unwrap();
+    let ambiguous: Vec<_> = conflicts
+        .iter()
+        .filter(|c| c.kind == "ambiguous_match")
+        .collect();
+    assert_eq!(ambiguous.len(), 1, "{conflicts:?}");
+    assert_eq!(ambiguous[0].detail.as_ref().unwrap()["side"], "left");
+    assert_eq!(ambiguous[0].detail.as_ref().unwrap()["key"], ADA);
 }
 
 #[tokio::test]

@@ -24,6 +24,8 @@ use tracing::{Instrument, info, info_span, warn};
 pub use connectors::{AnyConnector, ConfigSchemas};
 pub use plan::{Item, Skip, confirmed_base, plan};
 
+use crate::store::Change;
+
 use crate::config::{Config, EngineSettings};
 use crate::location::{Located, Problems};
 use crate::policy::{self, Policy};
@@ -529,14 +531,22 @@ impl Engine {
             }
             let mut changes = Vec::with_capacity(items.len());
             let mut new_keys = std::collections::HashSet::new();
+            let mut consumed = consumed;
             for item in &items {
-                let planned = plan(policy, item).and_then(|change| match &change.link {
-                    // Two new links with one key in a chunk: the second waits for the first.
-                    crate::store::LinkRef::New { key, .. } if !new_keys.insert(key.clone()) => {
-                        Err(Skip::KeyTaken)
+                let planned = plan(policy, item);
+                // Two new links with one key in a chunk: the second stays staged and is
+                // decided in the next chunk, against the first one's link.
+                if let Ok(Change {
+                    link: crate::store::LinkRef::New { key, .. },
+                    ..
+                }) = &planned
+                    && !new_keys.insert(key.clone())
+                {
+                    for record in item.fresh.iter().flatten() {
+                        consumed.retain(|(_, id)| id != &record.id);
                     }
-                    _ => Ok(change),
-                });
+                    continue;
+                }
                 match planned {
                     Ok(change) => changes.push(change),
                     Err(skip) => {
@@ -618,7 +628,11 @@ impl Engine {
                             report.created[side as usize] += usize::from(created);
                             report.updated[side as usize] += usize::from(!created);
                             let base = confirmed_base(policy, side, &row.sources, &row.payload, &record.fields);
-                            Finish::Confirmed { row: row.id, record, base }
+                            // An update that carried the key moves the link to it.
+                            let new_key = (!created)
+                                .then(|| row.sources.get(&policy.key_field().name)?.as_str().map(String::from))
+                                .flatten();
+                            Finish::Confirmed { row: row.id, record, base, new_key }
                         }
                         Err(error) if error.kind() == ErrorKind::BadRecord => {
                             let attempts = row.attempts + 1;
@@ -707,10 +721,11 @@ fn gather(store: &mut Store, pair: &str, limit: usize) -> Result<Gathered, Store
             (None, None) => None,
         };
         // A link found by key that already holds another record on this side is not this record's.
-        let key_taken = by_key
+        let key_owner = by_key
             .as_ref()
-            .and_then(|l| l.id_on(side))
-            .is_some_and(|id| id != row.record.id);
+            .filter(|l| l.id_on(side).is_some_and(|id| id != row.record.id))
+            .map(|l| l.id);
+        let key_taken = key_owner.is_some();
         let link = by_key.filter(|_| !key_taken);
         let other = side.other();
         let counterpart = match &link {
@@ -738,11 +753,24 @@ fn gather(store: &mut Store, pair: &str, limit: usize) -> Result<Gathered, Store
             fresh[other as usize] = Some(record);
         }
         fresh[side as usize] = Some(row.record);
+        // Keys the records carry that other links hold: a key may not move onto them.
+        let own = link.as_ref().map(|l| l.id);
+        let mut taken_keys = std::collections::BTreeSet::new();
+        for record in fresh.iter().flatten() {
+            if let Some(key) = record.key.as_deref().and_then(normalize_key)
+                && store
+                    .link_by_key(pair, &key)?
+                    .is_some_and(|l| Some(l.id) != own)
+            {
+                taken_keys.insert(key);
+            }
+        }
         let link = link.map(|l| store.link_state(l)).transpose()?;
         items.push(Item {
             link,
             fresh,
-            key_taken,
+            key_owner,
+            taken_keys,
         });
     }
     Ok((items, consumed))

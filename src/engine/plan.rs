@@ -1,14 +1,18 @@
 //! Turning one pulled record (and its counterpart, if any) into a [`Change`]:
 //! link, create or reconcile. Pure, like `reconcile`: the engine gathers the
 //! state, this decides, the store applies.
+//!
+//! Identity is never guessed: a record whose key another record's link holds,
+//! or a key change onto a key another link holds, becomes an "ambiguous match"
+//! conflict for a person, while the record's other fields keep syncing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use tandem_core::{FieldMap, Millis, Record, WriteOp};
 
 use crate::policy::{Policy, Values};
-use crate::reconcile::{Base, SideView, create_values, reconcile};
+use crate::reconcile::{Base, ConflictKind, FieldConflict, SideView, create_values, reconcile};
 use crate::side::Side;
 use crate::store::{Change, ConflictNote, LinkRef, LinkState, PlannedWrite};
 
@@ -19,8 +23,11 @@ pub struct Item {
     pub link: Option<LinkState>,
     /// Records read in this pass, by side (left, right).
     pub fresh: [Option<Record>; 2],
-    /// The record's key is already linked to another record on the same side.
-    pub key_taken: bool,
+    /// Set when the record's key is held by the link of another record on the
+    /// same side: that link's id. The record is not linked; a person decides.
+    pub key_owner: Option<i64>,
+    /// Keys the fresh records carry that other links hold already.
+    pub taken_keys: BTreeSet<String>,
 }
 
 /// Why an item led to no change.
@@ -32,7 +39,7 @@ pub enum Skip {
     Archived,
     /// The policy does not create records on that side.
     NoCreate,
-    /// Another record on the same side already holds this key's link.
+    /// Another record in the same batch carries this key; it is decided first.
     KeyTaken,
 }
 
@@ -46,8 +53,8 @@ struct Current<'a> {
 
 /// Decide what to do with an item.
 pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
-    if item.key_taken {
-        return Err(Skip::KeyTaken);
+    if let Some(owner) = item.key_owner {
+        return Ok(ambiguous_match(policy, item, owner));
     }
     let current = |side: Side| -> Option<Current<'_>> {
         if let Some(record) = &item.fresh[side as usize] {
@@ -77,10 +84,11 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 .map(|r| (s, r))
         })
         .collect();
+    let key_field = &policy.key_field().name;
     let key_of = |fields: &FieldMap, side: Side| -> Option<String> {
         policy
             .canonical(side, fields)
-            .get(&policy.key_field().name)
+            .get(key_field)
             .and_then(Value::as_str)
             .map(String::from)
     };
@@ -118,7 +126,52 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                     changed_at: right.changed_at,
                 },
             ];
-            let decided = reconcile(policy, base, views[0], views[1]);
+            let mut decided = reconcile(policy, base, views[0], views[1]);
+            // A key moving onto one that another link holds is not written or agreed: a person decides.
+            let moving_to = decided
+                .writes
+                .iter()
+                .filter_map(|w| w.get(key_field))
+                .chain(decided.agreed.get(key_field).map(|(l, _)| l))
+                .filter_map(Value::as_str)
+                .find(|k| item.taken_keys.contains(*k))
+                .map(String::from);
+            let mut moved_by = None;
+            if let Some(taken) = moving_to {
+                let holder = if values[0].get(key_field).and_then(Value::as_str) == Some(&taken) {
+                    Side::Left
+                } else {
+                    Side::Right
+                };
+                moved_by = item.fresh[holder as usize]
+                    .clone()
+                    .map(|record| (taken.clone(), holder, record));
+                for writes in &mut decided.writes {
+                    writes.remove(key_field);
+                }
+                decided.agreed.remove(key_field);
+                decided.settled.retain(|f| f != key_field);
+                decided.conflicts.push(FieldConflict {
+                    field: key_field.clone(),
+                    base: base.get(key_field).cloned(),
+                    left: values[0].get(key_field).cloned().unwrap_or(Value::Null),
+                    right: values[1].get(key_field).cloned().unwrap_or(Value::Null),
+                    rule: policy.key_field().rule,
+                    reason: "the new key belongs to another linked record",
+                    kind: ConflictKind::AmbiguousMatch {
+                        side: holder,
+                        record: [left.id, right.id][holder as usize]
+                            .unwrap_or_default()
+                            .to_string(),
+                    },
+                });
+            }
+            let new_key = decided
+                .agreed
+                .get(key_field)
+                .and_then(|(l, _)| l.as_str())
+                .filter(|k| *k != key && matches!(link, LinkRef::Existing(_)))
+                .map(String::from);
             let ids = [left.id, right.id];
             let writes = Side::BOTH
                 .into_iter()
@@ -148,12 +201,22 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 conflicts: decided
                     .conflicts
                     .into_iter()
-                    .map(|conflict| ConflictNote {
-                        conflict,
-                        changed_at: [left.changed_at, right.changed_at],
+                    .map(|conflict| {
+                        // A key move held back waits for the key, with the record that moved it.
+                        let waiting = match &conflict.kind {
+                            ConflictKind::AmbiguousMatch { .. } => moved_by.clone(),
+                            ConflictKind::Field => None,
+                        };
+                        ConflictNote {
+                            conflict,
+                            changed_at: [left.changed_at, right.changed_at],
+                            waiting,
+                        }
                     })
                     .collect(),
                 settled: decided.settled,
+                new_key,
+                reconciled: true,
             })
         }
         (Some(source), None) | (None, Some(source)) => {
@@ -203,9 +266,55 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 writes: vec![write],
                 conflicts: vec![],
                 settled: vec![],
+                new_key: None,
+                reconciled: true,
             })
         }
         (None, None) => Err(Skip::NoKey),
+    }
+}
+
+/// A record whose key the link `owner` holds with another record on the same side:
+/// the conflict goes on that link, and the record stays unlinked.
+fn ambiguous_match(policy: &Policy, item: &Item, owner: i64) -> Change {
+    let key_field = policy.key_field();
+    let (side, record) = Side::BOTH
+        .into_iter()
+        .find_map(|s| item.fresh[s as usize].as_ref().map(|r| (s, r)))
+        .expect("an item has a record");
+    let key = policy
+        .canonical(side, &record.fields)
+        .get(&key_field.name)
+        .cloned()
+        .unwrap_or(Value::Null);
+    let mut values = [Value::Null, Value::Null];
+    values[side as usize] = key.clone();
+    values[side.other() as usize] = key.clone();
+    let [left, right] = values;
+    Change {
+        link: LinkRef::Existing(owner),
+        seen: Vec::new(),
+        agreed: BTreeMap::new(),
+        writes: Vec::new(),
+        conflicts: vec![ConflictNote {
+            conflict: FieldConflict {
+                field: key_field.name.clone(),
+                base: None,
+                left,
+                right,
+                rule: key_field.rule,
+                reason: "another record on the same side has the same key",
+                kind: ConflictKind::AmbiguousMatch {
+                    side,
+                    record: record.id.clone(),
+                },
+            },
+            changed_at: [record.updated_at, record.updated_at],
+            waiting: key.as_str().map(|k| (k.to_string(), side, record.clone())),
+        }],
+        settled: Vec::new(),
+        new_key: None,
+        reconciled: false,
     }
 }
 

@@ -145,6 +145,7 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
         }
         if let Some(rule) = rule {
             fields.push(FieldPolicy {
+                key: is_key,
                 name: name.get_ref().clone(),
                 left: field.get_ref().left.get_ref().clone(),
                 right: field.get_ref().right.get_ref().clone(),
@@ -204,20 +205,10 @@ fn field_rule(
         }
         side
     };
-    if is_key {
-        if let Some(rule) = &field.rule {
-            problems.push(
-                at(
-                    rule.span(),
-                    format!("field `{field_name}` is the match key; it takes no rule"),
-                )
-                .hint(
-                    "remove `rule`: the key links records and is written when a record is created",
-                ),
-            );
-            return None;
-        }
-        return Some(Rule::Key);
+    // The key's one-sided edits flow like any field's; when both sides change it
+    // to different addresses, a person decides unless the policy says otherwise.
+    if is_key && field.rule.is_none() {
+        return Some(Rule::Manual);
     }
     let Some(rule) = &field.rule else {
         problems.push(

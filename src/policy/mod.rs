@@ -26,8 +26,6 @@ pub type Values = BTreeMap<String, Value>;
 /// How a field changed on both sides since the base is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
-    /// The match key: it links records and is written only when a record is created.
-    Key,
     /// The named side wins. An edit on the other side alone still flows.
     SourceOfTruth(Side),
     /// The side whose record changed last wins; equal times go to `tie`, or to a person if none.
@@ -43,7 +41,6 @@ impl Rule {
     /// The rule as a policy file spells it.
     pub fn name(self) -> &'static str {
         match self {
-            Rule::Key => "key",
             Rule::SourceOfTruth(_) => "source_of_truth",
             Rule::Newest { .. } => "newest",
             Rule::Manual => "manual",
@@ -62,6 +59,8 @@ pub struct FieldPolicy {
     pub right: String,
     /// How concurrent edits are settled.
     pub rule: Rule,
+    /// Whether this is the match key, which links records (normalized: trimmed, lowercased).
+    pub key: bool,
 }
 
 impl FieldPolicy {
@@ -87,7 +86,7 @@ pub struct Policy {
     pub right: String,
     /// Whether records missing on a side are created there, by target side (left, right).
     pub create: [bool; 2],
-    /// The fields, in file order; exactly one has [`Rule::Key`].
+    /// The fields, in file order; exactly one is the key.
     pub fields: Vec<FieldPolicy>,
 }
 
@@ -109,7 +108,7 @@ impl Policy {
     pub fn key_field(&self) -> &FieldPolicy {
         self.fields
             .iter()
-            .find(|f| f.rule == Rule::Key)
+            .find(|f| f.key)
             .expect("compile guarantees a key field")
     }
 
@@ -128,7 +127,7 @@ impl Policy {
             .iter()
             .map(|field| {
                 let raw = fields.get(field.path(side)).cloned().unwrap_or(Value::Null);
-                (field.name.clone(), normalize(field.rule, raw))
+                (field.name.clone(), normalize(field.key, raw))
             })
             .collect()
     }
@@ -147,11 +146,9 @@ impl Policy {
     }
 }
 
-fn normalize(rule: Rule, value: Value) -> Value {
+fn normalize(key: bool, value: Value) -> Value {
     match value {
-        Value::String(text) if rule == Rule::Key => {
-            normalize_key(&text).map_or(Value::Null, Value::String)
-        }
+        Value::String(text) if key => normalize_key(&text).map_or(Value::Null, Value::String),
         Value::String(text) => {
             let trimmed = text.trim();
             if trimmed.is_empty() {

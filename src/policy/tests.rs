@@ -199,13 +199,6 @@ fn path_errors() {
 #[test]
 fn rule_errors() {
     check_errors(
-        &VALID.replace(
-            "right = \"email_address\"",
-            "right = \"email_address\"\nrule = \"newest\"",
-        ),
-        &["11:8: field `email` is the match key; it takes no rule"],
-    );
-    check_errors(
         &VALID.replace("rule = \"newest\"\n", ""),
         &["12:9: field `first_name` has no rule (hint: add rule ="],
     );
@@ -235,6 +228,22 @@ fn rule_errors() {
         &VALID.replace("\"newest\"", "\"newest\"\nsource = \"left\""),
         &["16:10: field `first_name`: `source` does not apply to rule `newest`"],
     );
+}
+
+#[test]
+fn the_key_field_takes_a_rule_and_defaults_to_manual() {
+    let policy = compile(Path::new("p.toml"), VALID, &TwoConnectors).unwrap();
+    assert_eq!(
+        (policy.key_field().name.as_str(), policy.key_field().rule),
+        ("email", Rule::Manual)
+    );
+    let newest = VALID.replace(
+        "right = \"email_address\"",
+        "right = \"email_address\"\nrule = \"newest\"",
+    );
+    let policy = compile(Path::new("p.toml"), &newest, &TwoConnectors).unwrap();
+    assert_eq!(policy.key_field().rule, Rule::Newest { tie: None });
+    assert_eq!(policy.fields.iter().filter(|f| f.key).count(), 1);
 }
 
 #[test]

@@ -85,9 +85,6 @@ pub fn decide_field(
     left_at: Millis,
     right_at: Millis,
 ) -> Decision {
-    if rule == Rule::Key {
-        return Decision::Unchanged;
-    }
     let left_moved = base.is_none_or(|b| &b.left != left);
     let right_moved = base.is_none_or(|b| &b.right != right);
     if !left_moved && !right_moved {
@@ -145,8 +142,22 @@ pub fn decide_field(
                 },
             },
         },
-        Rule::Manual | Rule::Key => unreachable!("handled above"),
+        Rule::Manual => unreachable!("handled above"),
     }
+}
+
+/// What kind of thing a person must settle.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConflictKind {
+    /// Both sides changed a field and no rule settles it.
+    Field,
+    /// Another record on `side` would link to the same key: nothing is guessed.
+    AmbiguousMatch {
+        /// The side of the other record.
+        side: Side,
+        /// Its id.
+        record: String,
+    },
 }
 
 /// A field a person must settle.
@@ -164,6 +175,8 @@ pub struct FieldConflict {
     pub rule: Rule,
     /// Why it gave up.
     pub reason: &'static str,
+    /// A field conflict or an ambiguous match.
+    pub kind: ConflictKind,
 }
 
 /// What reconciling one linked pair of records decided.
@@ -230,6 +243,7 @@ pub fn reconcile(
                 right: r.clone(),
                 rule: field.rule,
                 reason,
+                kind: ConflictKind::Field,
             }),
         }
     }

@@ -227,12 +227,11 @@ fn decisions() {
         write(L, "b", "source_of_truth"),
     );
     check(NEWEST, None, "", "", (1, 2), agreed(""));
-    // The key is never decided here.
-    check(Rule::Key, None, "a", "b", (1, 2), Decision::Unchanged);
 }
 
 fn policy() -> Policy {
     let field = |name: &str, rule| FieldPolicy {
+        key: name == "email",
         name: name.into(),
         left: format!("l.{name}"),
         right: format!("r.{name}"),
@@ -245,7 +244,7 @@ fn policy() -> Policy {
         right: "r".into(),
         create: [true, true],
         fields: vec![
-            field("email", Rule::Key),
+            field("email", Rule::Manual),
             field("name", NEWEST),
             field("phone", Rule::SourceOfTruth(L)),
             field("company", Rule::Manual),
@@ -256,7 +255,7 @@ fn policy() -> Policy {
 #[test]
 fn a_record_reconciles_field_by_field() {
     let policy = policy();
-    let base: Base = ["name", "phone", "company"]
+    let mut base: Base = ["name", "phone", "company"]
         .into_iter()
         .map(|f| {
             (
@@ -268,6 +267,13 @@ fn a_record_reconciles_field_by_field() {
             )
         })
         .collect();
+    base.insert(
+        "email".into(),
+        FieldBase {
+            left: v("a@x"),
+            right: v("a@x"),
+        },
+    );
     let left: Values = [
         ("email", "a@x"),
         ("name", "Ada"),

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 use tandem_core::{FieldMap, Millis, Record, WriteOp};
 
-use crate::reconcile::{Base, FieldBase, FieldConflict};
+use crate::reconcile::{Base, ConflictKind, FieldBase, FieldConflict};
 use crate::side::Side;
 
 /// A store failure.
@@ -136,6 +136,9 @@ pub struct ConflictNote {
     pub conflict: FieldConflict,
     /// Change times (left, right).
     pub changed_at: [Millis; 2],
+    /// For an ambiguous match: the contested key, and the record to decide again
+    /// once that key is free.
+    pub waiting: Option<(String, Side, Record)>,
 }
 
 /// Everything reconciling one link decided, applied in one transaction.
@@ -147,13 +150,19 @@ pub struct Change {
     pub seen: Vec<(Side, Record)>,
     /// Fields both sides agree on: the new base (left, right).
     pub agreed: BTreeMap<String, (Value, Value)>,
-    /// Writes to queue; they replace pending writes of this link. A side with no
-    /// write here loses its pending update, which an older decision made.
+    /// Writes to queue; when `reconciled`, they replace pending writes of this
+    /// link, and a side with no write here loses its pending update, which an
+    /// older decision made.
     pub writes: Vec<PlannedWrite>,
+    /// Whether this change reconciled the link's records (and so supersedes its
+    /// pending writes), rather than only noting a conflict on it.
+    pub reconciled: bool,
     /// Conflicts to open or refresh.
     pub conflicts: Vec<ConflictNote>,
     /// Fields settled without a person; their open conflicts close.
     pub settled: Vec<String>,
+    /// The link's new key, when both sides now agree on a changed one.
+    pub new_key: Option<String>,
 }
 
 /// What applying changes did.
@@ -203,6 +212,8 @@ pub enum Finish {
         record: Record,
         /// The new base of each written field (left, right).
         base: Vec<(String, Value, Value)>,
+        /// The link's new key, when the write carried a changed one.
+        new_key: Option<String>,
     },
     /// The system rejected this record.
     Rejected {
@@ -235,6 +246,10 @@ pub struct ConflictRow {
     pub key: String,
     /// The field.
     pub field: String,
+    /// `field`, or `ambiguous_match` when two records would link to one key.
+    pub kind: String,
+    /// For an ambiguous match: the other record (`side`, `record`) and the contested `key`.
+    pub detail: Option<Value>,
     /// The base, if there was one (left, right).
     pub base: Option<(Value, Value)>,
     /// The left value.
@@ -618,9 +633,12 @@ impl Store {
         let mut dead = 0;
         for finish in finishes {
             match finish {
-                Finish::Confirmed { row, record, base } => {
-                    confirm(&tx, pair, *row, record, base, now)?
-                }
+                Finish::Confirmed {
+                    row,
+                    record,
+                    base,
+                    new_key,
+                } => confirm(&tx, pair, *row, record, base, new_key.as_deref(), now)?,
                 Finish::Rejected {
                     row,
                     error,
@@ -673,55 +691,45 @@ impl Store {
     /// Conflicts of every pair, open ones only unless `all`.
     pub fn conflicts(&self, all: bool) -> Result<Vec<ConflictRow>> {
         let mut statement = self.conn.prepare(
-            "SELECT c.id, c.pair, l.match_key, c.field, c.base_left, c.base_right, c.left_value, c.right_value,
-                    c.rule, c.reason, c.status, c.opened_at
+            "SELECT c.id, c.pair, l.match_key, c.field, c.kind, c.detail, c.base_left, c.base_right,
+                    c.left_value, c.right_value, c.rule, c.reason, c.status, c.opened_at
              FROM conflicts c JOIN links l ON l.id = c.link_id
              WHERE ?1 OR c.status = 'open' ORDER BY c.opened_at, c.id",
         )?;
+        let json = |text: Option<String>| text.map(|t| from_json::<Value>(&t)).transpose();
         let rows = statement.query_map([all], |r| {
-            Ok((
-                (
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ),
-                (
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, String>(7)?,
-                ),
-                (
-                    r.get::<_, String>(8)?,
-                    r.get::<_, String>(9)?,
-                    r.get::<_, String>(10)?,
-                    r.get::<_, Millis>(11)?,
-                ),
-            ))
+            // JSON columns are read as text here and parsed below, where errors can say so.
+            let row = ConflictRow {
+                id: r.get(0)?,
+                pair: r.get(1)?,
+                key: r.get(2)?,
+                field: r.get(3)?,
+                kind: r.get(4)?,
+                detail: None,
+                base: None,
+                left: Value::Null,
+                right: Value::Null,
+                rule: r.get(10)?,
+                reason: r.get(11)?,
+                status: r.get(12)?,
+                opened_at: r.get(13)?,
+            };
+            let texts: [Option<String>; 5] =
+                [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?];
+            Ok((row, texts))
         })?;
         rows.map(|row| {
-            let (
-                (id, pair, key, field),
-                (base_left, base_right, left, right),
-                (rule, reason, status, opened_at),
-            ) = row?;
-            let base = match (base_left, base_right) {
-                (Some(l), Some(r)) => Some((from_json(&l)?, from_json(&r)?)),
+            let (row, [detail, base_left, base_right, left, right]) = row?;
+            let base = match (json(base_left)?, json(base_right)?) {
+                (Some(l), Some(r)) => Some((l, r)),
                 _ => None,
             };
             Ok(ConflictRow {
-                id,
-                pair,
-                key,
-                field,
+                detail: json(detail)?,
                 base,
-                left: from_json(&left)?,
-                right: from_json(&right)?,
-                rule,
-                reason,
-                status,
-                opened_at,
+                left: json(left)?.unwrap_or(Value::Null),
+                right: json(right)?.unwrap_or(Value::Null),
+                ..row
             })
         })
         .collect()
@@ -924,7 +932,10 @@ fn apply_change(
         upsert_base(tx, link, field, left, right, now)?;
     }
     let written: HashSet<Side> = change.writes.iter().map(|w| w.side).collect();
-    for side in Side::BOTH.into_iter().filter(|s| !written.contains(s)) {
+    let stale = Side::BOTH
+        .into_iter()
+        .filter(|s| change.reconciled && !written.contains(s));
+    for side in stale {
         // An older decision's pending update is stale now; a dead letter stays for a person to see.
         tx.prepare_cached(
             "DELETE FROM outbox WHERE link_id = ?1 AND side = ?2 AND status = 'pending'",
@@ -959,58 +970,19 @@ fn apply_change(
         applied.writes_queued += 1;
     }
     for note in &change.conflicts {
-        let c = &note.conflict;
-        let (base_left, base_right) = match &c.base {
-            Some(b) => (Some(to_json(&b.left)), Some(to_json(&b.right))),
-            None => (None, None),
-        };
-        let existed: bool = tx
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM conflicts WHERE link_id = ?1 AND field = ?2 AND status = 'open')")?
-            .query_row(params![link, c.field], |r| r.get(0))?;
-        tx.prepare_cached(
-            "INSERT INTO conflicts (pair, link_id, field, base_left, base_right, left_value, right_value,
-                                    left_changed_at, right_changed_at, rule, reason, opened_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
-             ON CONFLICT (link_id, field) WHERE status = 'open' DO UPDATE SET
-                 left_value = excluded.left_value, right_value = excluded.right_value,
-                 left_changed_at = excluded.left_changed_at, right_changed_at = excluded.right_changed_at,
-                 reason = excluded.reason, updated_at = excluded.updated_at",
-        )?
-        .execute(params![
-            pair,
-            link,
-            c.field,
-            base_left,
-            base_right,
-            to_json(&c.left),
-            to_json(&c.right),
-            note.changed_at[0],
-            note.changed_at[1],
-            c.rule.name(),
-            c.reason,
-            now
-        ])?;
-        if !existed {
+        if open_conflict(tx, pair, link, note, now)? {
             applied.conflicts_opened += 1;
-            audit(
-                tx,
-                now,
-                "conflict_opened",
-                pair,
-                Some(link),
-                None,
-                &serde_json::json!({
-                    "field": c.field, "left": c.left, "right": c.right, "rule": c.rule.name(), "reason": c.reason,
-                }),
-            )?;
         }
+    }
+    if let Some(key) = &change.new_key {
+        set_link_key(tx, pair, link, key, now)?;
     }
     for field in &change.settled {
         let closed = tx
             .prepare_cached(
                 "UPDATE conflicts SET status = 'resolved', resolution = 'converged', resolved_by = 'engine',
                      resolved_at = ?3, updated_at = ?3
-                 WHERE link_id = ?1 AND field = ?2 AND status = 'open'",
+                 WHERE link_id = ?1 AND field = ?2 AND kind = 'field' AND status = 'open'",
             )?
             .execute(params![link, field, now])?;
         if closed > 0 {
@@ -1029,12 +1001,153 @@ fn apply_change(
     Ok(())
 }
 
+/// Open a conflict, or refresh the open one on the same link and field.
+/// Returns whether one was opened.
+fn open_conflict(
+    tx: &Connection,
+    pair: &str,
+    link: i64,
+    note: &ConflictNote,
+    now: Millis,
+) -> Result<bool> {
+    let c = &note.conflict;
+    let (base_left, base_right) = match &c.base {
+        Some(b) => (Some(to_json(&b.left)), Some(to_json(&b.right))),
+        None => (None, None),
+    };
+    let (kind, detail) = match &c.kind {
+        ConflictKind::Field => ("field", None),
+        ConflictKind::AmbiguousMatch { side, record } => {
+            let mut detail = serde_json::json!({ "side": side, "record": record });
+            if let Some((key, waiting_side, waiting)) = &note.waiting {
+                detail["key"] = Value::String(key.clone());
+                detail["waiting"] = serde_json::json!({ "side": waiting_side, "record": waiting });
+            }
+            ("ambiguous_match", Some(detail))
+        }
+    };
+    let existed: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM conflicts WHERE link_id = ?1 AND field = ?2 AND kind = ?3 AND status = 'open')",
+        )?
+        .query_row(params![link, c.field, kind], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO conflicts (pair, link_id, field, kind, detail, base_left, base_right, left_value, right_value,
+                                left_changed_at, right_changed_at, rule, reason, opened_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
+         ON CONFLICT (link_id, field, kind) WHERE status = 'open' DO UPDATE SET
+             detail = excluded.detail,
+             left_value = excluded.left_value, right_value = excluded.right_value,
+             left_changed_at = excluded.left_changed_at, right_changed_at = excluded.right_changed_at,
+             reason = excluded.reason, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        pair,
+        link,
+        c.field,
+        kind,
+        detail.as_ref().map(to_json),
+        base_left,
+        base_right,
+        to_json(&c.left),
+        to_json(&c.right),
+        note.changed_at[0],
+        note.changed_at[1],
+        c.rule.name(),
+        c.reason,
+        now
+    ])?;
+    if !existed {
+        let detail = serde_json::json!({
+            "field": c.field, "kind": kind, "left": c.left, "right": c.right,
+            "rule": c.rule.name(), "reason": c.reason, "detail": detail,
+        });
+        audit(tx, now, "conflict_opened", pair, Some(link), None, &detail)?;
+    }
+    Ok(!existed)
+}
+
+/// Move a link to its new key, unless another link holds that key already.
+/// The key it leaves is free: ambiguous matches waiting for it close, and their
+/// records are staged again to be decided against the free key. Returns whether it moved.
+fn set_link_key(tx: &Connection, pair: &str, link: i64, key: &str, now: Millis) -> Result<bool> {
+    let old: Option<String> = tx
+        .prepare_cached("SELECT match_key FROM links WHERE id = ?1")?
+        .query_row([link], |r| r.get(0))
+        .optional()?;
+    let moved = tx
+        .prepare_cached(
+            "UPDATE links SET match_key = ?3 WHERE id = ?2 AND match_key != ?3
+               AND NOT EXISTS (SELECT 1 FROM links WHERE pair = ?1 AND match_key = ?3)",
+        )?
+        .execute(params![pair, link, key])?;
+    if moved == 0 {
+        return Ok(false);
+    }
+    audit(
+        tx,
+        now,
+        "rekey",
+        pair,
+        Some(link),
+        None,
+        &serde_json::json!({ "from": old, "to": key }),
+    )?;
+    let Some(old) = old else { return Ok(true) };
+    let waiting: Vec<(i64, i64, String)> = tx
+        .prepare_cached(
+            "SELECT id, link_id, detail FROM conflicts WHERE pair = ?1 AND status = 'open'
+               AND kind = 'ambiguous_match' AND json_extract(detail, '$.key') = ?2",
+        )?
+        .query_map(params![pair, old], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (conflict, conflict_link, detail) in waiting {
+        let detail: Value = from_json(&detail)?;
+        if let (Some(side), Some(record)) = (
+            detail["waiting"]["side"].as_str().and_then(Side::parse),
+            serde_json::from_value::<Record>(detail["waiting"]["record"].clone()).ok(),
+        ) {
+            tx.prepare_cached(
+                "INSERT INTO inbox (pair, side, record_id, match_key, updated_at, record, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (pair, side, record_id) DO NOTHING",
+            )?
+            .execute(params![
+                pair,
+                side.as_str(),
+                record.id,
+                record.key.as_deref().and_then(tandem_core::normalize_key),
+                record.updated_at,
+                to_json(&record),
+                now
+            ])?;
+        }
+        tx.prepare_cached(
+            "UPDATE conflicts SET status = 'resolved', resolution = 'key_released', resolved_by = 'engine',
+                 resolved_at = ?2, updated_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![conflict, now])?;
+        audit(
+            tx,
+            now,
+            "conflict_closed",
+            pair,
+            Some(conflict_link),
+            None,
+            &serde_json::json!({ "resolution": "key_released", "key": old }),
+        )?;
+    }
+    Ok(true)
+}
+
 fn confirm(
     tx: &Transaction<'_>,
     pair: &str,
     row: i64,
     record: &Record,
     base: &[(String, Value, Value)],
+    new_key: Option<&str>,
     now: Millis,
 ) -> Result<()> {
     let (link, side, op, payload): (i64, String, String, String) = tx.query_row(
@@ -1076,6 +1189,9 @@ fn confirm(
             "record": record.id, "written": payload,
         }),
     )?;
+    if let Some(key) = new_key {
+        set_link_key(tx, pair, link, key, now)?;
+    }
     tx.execute("DELETE FROM outbox WHERE id = ?1", [row])?;
     Ok(())
 }

@@ -154,6 +154,7 @@ impl MailchimpClient {
             .basic_auth("tandem", Some(self.key.expose_secret()))
     }
 
+    /// A member's path, by subscriber hash, `contact_id` or email address.
     fn member_path(&self, hash: &str) -> String {
         format!("/lists/{}/members/{hash}", self.list)
     }
@@ -431,7 +432,8 @@ fn member_body(write: &Write) -> Map<String, Value> {
     body
 }
 
-/// A member as a [`Record`]: member fields by name, merge fields as `merge_fields.<TAG>`.
+/// A member as a [`Record`]: member fields by name, merge fields as
+/// `merge_fields.<TAG>`, and the `contact_id` as its id.
 pub fn to_record(member: Member) -> Result<Record, ConnectorError> {
     let updated_at =
         parse_rfc3339(&member.last_changed).ok_or_else(|| ConnectorError::Protocol {
@@ -464,8 +466,16 @@ pub fn to_record(member: Member) -> Result<Record, ConnectorError> {
         Value::String(member.email_address.clone()),
     );
     fields.insert("status".into(), Value::String(member.status.clone()));
+    // The contact id stays when the email address (and with it the subscriber
+    // hash) changes, and Mailchimp accepts it in a member's path.
+    let id = member
+        .extra
+        .get("contact_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map_or(member.id, String::from);
     Ok(Record {
-        id: member.id,
+        id,
         key: Some(member.email_address),
         archived: member.status == "archived",
         fields,

@@ -4,7 +4,8 @@
 //!
 //! Records use the member's own field names as paths (`email_address`,
 //! `status`, `language`, `vip`) and `merge_fields.<TAG>` for merge fields. The
-//! record id is the subscriber hash; the match key is `email_address`.
+//! record id is the member's `contact_id`, which survives a change of email
+//! address (the subscriber hash does not); the match key is `email_address`.
 
 pub mod client;
 pub mod model;

@@ -79,12 +79,16 @@ CREATE TABLE outbox (
 CREATE UNIQUE INDEX outbox_link_side ON outbox (link_id, side);
 CREATE INDEX outbox_due ON outbox (pair, side, status, next_attempt_at);
 
--- Fields no rule could settle. At most one open conflict per link and field.
+-- What no rule could settle: a field changed on both sides ('field'), or a record
+-- whose key another record's link holds ('ambiguous_match', with the record in
+-- detail). At most one open conflict per link, field and kind.
 CREATE TABLE conflicts (
     id               INTEGER PRIMARY KEY,
     pair             TEXT    NOT NULL,
     link_id          INTEGER NOT NULL REFERENCES links (id) ON DELETE CASCADE,
     field            TEXT    NOT NULL,
+    kind             TEXT    NOT NULL DEFAULT 'field' CHECK (kind IN ('field', 'ambiguous_match')),
+    detail           TEXT,
     base_left        TEXT,
     base_right       TEXT,
     left_value       TEXT    NOT NULL,
@@ -100,7 +104,7 @@ CREATE TABLE conflicts (
     updated_at       INTEGER NOT NULL,
     resolved_at      INTEGER
 );
-CREATE UNIQUE INDEX conflicts_open ON conflicts (link_id, field) WHERE status = 'open';
+CREATE UNIQUE INDEX conflicts_open ON conflicts (link_id, field, kind) WHERE status = 'open';
 CREATE INDEX conflicts_status ON conflicts (pair, status);
 
 -- Everything the engine did to data, and why.

@@ -90,6 +90,8 @@ pub struct State {
     pub list_id: String,
     pub merge_defs: Vec<MergeFieldDef>,
     members: HashMap<String, Stored>,
+    /// `contact_id` to subscriber hash: the contact id survives an email change.
+    contact_ids: HashMap<String, String>,
     /// (changed, hash) of every member, for listing by `last_changed`.
     changes: BTreeSet<(Millis, String)>,
     last_tick: Millis,
@@ -121,6 +123,7 @@ impl State {
                 def("BIRTHDAY", "Birthday", "birthday"),
             ],
             members: HashMap::new(),
+            contact_ids: HashMap::new(),
             changes: BTreeSet::new(),
             last_tick: 0,
             next_web_id: 100_001,
@@ -204,19 +207,24 @@ impl State {
             self.changes.remove(&(old.changed, hash.clone()));
         }
         self.changes.insert((member.changed, hash.clone()));
+        self.contact_ids
+            .insert(member.contact_id.clone(), hash.clone());
         self.members.insert(hash, member);
     }
 
-    /// A member by subscriber hash, or by email address (Mailchimp accepts both).
+    /// A member by subscriber hash, `contact_id` or email address.
     pub fn get(&self, id: &str) -> Option<&Stored> {
-        self.members
-            .get(id)
-            .or_else(|| self.members.get(&subscriber_hash(id)))
+        self.members.get(&self.hash_of(id)?)
     }
 
+    /// The subscriber hash of a member named by hash, `contact_id` or email address,
+    /// all of which Mailchimp accepts in a member's path.
     pub fn hash_of(&self, id: &str) -> Option<String> {
         if self.members.contains_key(id) {
             return Some(id.to_string());
+        }
+        if let Some(hash) = self.contact_ids.get(id) {
+            return Some(hash.clone());
         }
         let hash = subscriber_hash(id);
         self.members.contains_key(&hash).then_some(hash)
