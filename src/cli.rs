@@ -247,18 +247,19 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
 }
 
 /// Load the config and start the engine, turning every setup problem into exit code 2.
-async fn start(path: &std::path::Path) -> Result<Engine, Failure> {
+async fn start(path: &std::path::Path) -> Result<(Config, Engine), Failure> {
     let config = Config::load(path).map_err(bad_input)?;
-    Engine::start(&config, Clock::System)
+    let engine = Engine::start(&config, Clock::System)
         .await
         .map_err(|e| match e {
             SetupError::Store(e) => Failure::from(e),
             other => bad_input(other),
-        })
+        })?;
+    Ok((config, engine))
 }
 
 async fn sync_once(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
-    let engine = start(path).await?;
+    let (_, engine) = start(path).await?;
     let shutdown = CancellationToken::new();
     let report = engine.pass(&shutdown).await?;
     if json {
@@ -273,8 +274,10 @@ async fn sync_once(path: &std::path::Path, json: bool) -> Result<ExitCode, Failu
 }
 
 async fn run_forever(path: &std::path::Path) -> Result<ExitCode, Failure> {
-    let engine = start(path).await?;
+    let (config, engine) = start(path).await?;
+    let engine = std::sync::Arc::new(engine);
     let shutdown = shutdown_on_ctrl_c();
+    let listener = listen_for_webhooks(&config, &engine, &shutdown).await?;
     engine
         .run(shutdown, |report| {
             for pair in &report.pairs {
@@ -284,7 +287,36 @@ async fn run_forever(path: &std::path::Path) -> Result<ExitCode, Failure> {
             }
         })
         .await?;
+    if let Some(listener) = listener {
+        listener.await.ok();
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Start the webhook listener when the config has one; it stops with `shutdown`.
+async fn listen_for_webhooks(
+    config: &Config,
+    engine: &std::sync::Arc<Engine>,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>, Failure> {
+    let intake = crate::http::Intake::new(config, engine.clone())
+        .map_err(|e| bad_input(anyhow::anyhow!(e.to_string())))?;
+    let Some(http) = &config.http else {
+        if !intake.endpoints().is_empty() {
+            tracing::warn!(
+                "Webhook secrets are set but there is no [http] listener; only polling will run."
+            );
+        }
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(http.listen)
+        .await
+        .with_context(|| format!("http.listen: cannot listen on {}", http.listen))
+        .map_err(bad_input)?;
+    for (connector, url) in intake.endpoints() {
+        tracing::info!(connector, url, "Webhooks accepted.");
+    }
+    Ok(Some(tokio::spawn(intake.serve(listener, shutdown.clone()))))
 }
 
 /// A token cancelled by the first Ctrl-C.

@@ -27,6 +27,7 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     engine: RawEngine,
+    http: Option<RawHttp>,
     connectors: Spanned<BTreeMap<String, Spanned<RawConnector>>>,
     pairs: Spanned<Vec<RawPair>>,
 }
@@ -35,6 +36,13 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Spanned<String>,
+    public_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +71,13 @@ struct RawConnector {
     max_connections: Option<usize>,
     timeout_secs: Option<u64>,
     max_retries: Option<u32>,
+    client_secret_env: Option<Spanned<String>>,
+    client_secret_file: Option<Spanned<String>>,
+    legacy_signatures: Option<bool>,
+    webhook_secret_env: Option<Spanned<String>>,
+    webhook_secret_file: Option<Spanned<String>>,
+    webhook_signing_secret_env: Option<Spanned<String>>,
+    webhook_signing_secret_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +155,10 @@ pub enum ConnectorSettings {
         common: Common,
         /// The search endpoint's own budget (`Some(None)`: off).
         search_rate_limit: Option<Option<RateLimit>>,
+        /// The app's client secret, which signs webhooks; `None`: no webhooks.
+        client_secret: Option<Credential>,
+        /// Whether v1 and v2 webhook signatures are accepted besides v3.
+        legacy_signatures: bool,
     },
     /// A Mailchimp audience.
     Mailchimp {
@@ -151,6 +170,10 @@ pub enum ConnectorSettings {
         status_if_new: String,
         /// Most requests in flight (Mailchimp allows 10 per user across all integrations).
         max_connections: Option<usize>,
+        /// The secret in the webhook's callback URL (`?secret=`); `None`: no webhooks.
+        webhook_secret: Option<Credential>,
+        /// The secret that signs webhooks created with signing.
+        webhook_signing_secret: Option<Credential>,
     },
 }
 
@@ -196,6 +219,16 @@ impl Default for EngineSettings {
     }
 }
 
+/// The engine's HTTP listener, for webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Where to listen.
+    pub listen: std::net::SocketAddr,
+    /// The address the vendors call (`https://sync.example.com`): HubSpot signs the
+    /// full URL it calls, which behind a proxy is not the local one.
+    pub public_url: String,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -205,6 +238,8 @@ pub struct Config {
     pub store_path: PathBuf,
     /// Engine pacing.
     pub engine: EngineSettings,
+    /// The webhook listener, if any.
+    pub http: Option<HttpSettings>,
     /// Connectors by name.
     pub connectors: BTreeMap<String, ConnectorSettings>,
     /// Policy files, one per synced pair.
@@ -273,35 +308,44 @@ impl Config {
                 .as_ref()
                 .map(|k| k.get_ref().as_str())
                 .unwrap_or(name.as_str());
+            // A secret named by `<base>_env` or `<base>_file`, or neither.
+            let optional_credential =
+                |env: &Option<Spanned<String>>,
+                 file: &Option<Spanned<String>>,
+                 base: &str,
+                 problems: &mut Vec<Located>| {
+                    match (env, file) {
+                        (Some(env), None) => Some(Credential {
+                            setting: format!("{prefix}.{base}_env"),
+                            at: at(env.span(), String::new()),
+                            source: CredentialSource::Env(env.get_ref().clone()),
+                        }),
+                        (None, Some(file)) => Some(Credential {
+                            setting: format!("{prefix}.{base}_file"),
+                            at: at(file.span(), String::new()),
+                            source: CredentialSource::File(relative(file.get_ref())),
+                        }),
+                        (Some(env), Some(_)) => {
+                            problems.push(at(
+                                env.span(),
+                                format!("{prefix}: set {base}_env or {base}_file, not both"),
+                            ));
+                            None
+                        }
+                        (None, None) => None,
+                    }
+                };
             let credential = |env: &Option<Spanned<String>>,
                               file: &Option<Spanned<String>>,
                               base: &str,
                               problems: &mut Vec<Located>| {
-                match (env, file) {
-                    (Some(env), None) => Some(Credential {
-                        setting: format!("{prefix}.{base}_env"),
-                        at: at(env.span(), String::new()),
-                        source: CredentialSource::Env(env.get_ref().clone()),
-                    }),
-                    (None, Some(file)) => Some(Credential {
-                        setting: format!("{prefix}.{base}_file"),
-                        at: at(file.span(), String::new()),
-                        source: CredentialSource::File(relative(file.get_ref())),
-                    }),
-                    (Some(env), Some(_)) => {
-                        problems.push(at(
-                            env.span(),
-                            format!("{prefix}: set {base}_env or {base}_file, not both"),
-                        ));
-                        None
-                    }
-                    (None, None) => {
-                        problems.push(at(spanned.span(), format!("{prefix}: no credential")).hint(format!(
-                            "add {base}_env = \"NAME_OF_AN_ENVIRONMENT_VARIABLE\" or {base}_file = \"path/to/secret\""
-                        )));
-                        None
-                    }
+                let found = optional_credential(env, file, base, problems);
+                if found.is_none() && env.is_none() {
+                    problems.push(at(spanned.span(), format!("{prefix}: no credential")).hint(format!(
+                        "add {base}_env = \"NAME_OF_AN_ENVIRONMENT_VARIABLE\" or {base}_file = \"path/to/secret\""
+                    )));
                 }
+                found
             };
             let rate = |value: &Option<Spanned<String>>, problems: &mut Vec<Located>| match value {
                 None => None,
@@ -359,11 +403,39 @@ impl Config {
                         c.max_connections.is_some(),
                         &mut problems,
                     );
+                    not_for(
+                        "webhook_secret_env",
+                        c.webhook_secret_env.is_some(),
+                        &mut problems,
+                    );
+                    not_for(
+                        "webhook_secret_file",
+                        c.webhook_secret_file.is_some(),
+                        &mut problems,
+                    );
+                    not_for(
+                        "webhook_signing_secret_env",
+                        c.webhook_signing_secret_env.is_some(),
+                        &mut problems,
+                    );
+                    not_for(
+                        "webhook_signing_secret_file",
+                        c.webhook_signing_secret_file.is_some(),
+                        &mut problems,
+                    );
                     let search = rate(&c.search_rate_limit, &mut problems);
+                    let client_secret = optional_credential(
+                        &c.client_secret_env,
+                        &c.client_secret_file,
+                        "client_secret",
+                        &mut problems,
+                    );
                     credential(&c.token_env, &c.token_file, "token", &mut problems).map(|cred| {
                         ConnectorSettings::HubSpot {
                             common: common(cred),
                             search_rate_limit: search,
+                            client_secret: client_secret.clone(),
+                            legacy_signatures: c.legacy_signatures.unwrap_or(false),
                         }
                     })
                 }
@@ -375,6 +447,39 @@ impl Config {
                         c.search_rate_limit.is_some(),
                         &mut problems,
                     );
+                    not_for(
+                        "client_secret_env",
+                        c.client_secret_env.is_some(),
+                        &mut problems,
+                    );
+                    not_for(
+                        "client_secret_file",
+                        c.client_secret_file.is_some(),
+                        &mut problems,
+                    );
+                    not_for(
+                        "legacy_signatures",
+                        c.legacy_signatures.is_some(),
+                        &mut problems,
+                    );
+                    let webhook_secret = optional_credential(
+                        &c.webhook_secret_env,
+                        &c.webhook_secret_file,
+                        "webhook_secret",
+                        &mut problems,
+                    );
+                    let webhook_signing_secret = optional_credential(
+                        &c.webhook_signing_secret_env,
+                        &c.webhook_signing_secret_file,
+                        "webhook_signing_secret",
+                        &mut problems,
+                    );
+                    if webhook_signing_secret.is_some() && webhook_secret.is_none() {
+                        problems.push(
+                            at(spanned.span(), format!("{prefix}: a webhook signing secret needs the webhook URL secret too"))
+                                .hint("add webhook_secret_env or webhook_secret_file: the ?secret= of the callback URL"),
+                        );
+                    }
                     let list_id = match &c.list_id {
                         Some(id) => Some(id.get_ref().clone()),
                         None => {
@@ -406,6 +511,8 @@ impl Config {
                             list_id,
                             status_if_new,
                             max_connections: c.max_connections,
+                            webhook_secret: webhook_secret.clone(),
+                            webhook_signing_secret: webhook_signing_secret.clone(),
                         }),
                         _ => None,
                     }
@@ -423,6 +530,33 @@ impl Config {
                 connectors.insert(name.clone(), settings);
             }
         }
+        let http = raw.http.as_ref().and_then(|h| {
+            let listen = match h.listen.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(listen) => listen,
+                Err(_) => {
+                    problems.push(
+                        at(
+                            h.listen.span(),
+                            format!("http.listen: `{}` is not an address", h.listen.get_ref()),
+                        )
+                        .hint("write it as \"127.0.0.1:8080\" or \"0.0.0.0:8080\""),
+                    );
+                    return None;
+                }
+            };
+            let public_url = match &h.public_url {
+                Some(url) if reqwest_url_ok(url.get_ref()).is_err() => {
+                    problems.push(at(
+                        url.span(),
+                        format!("http.public_url: `{}` is not an http(s) URL", url.get_ref()),
+                    ));
+                    return None;
+                }
+                Some(url) => url.get_ref().trim_end_matches('/').to_string(),
+                None => format!("http://{listen}"),
+            };
+            Some(HttpSettings { listen, public_url })
+        });
         if raw.pairs.get_ref().is_empty() {
             problems.push(
                 at(raw.pairs.span(), "no pairs to sync".into())
@@ -443,6 +577,7 @@ impl Config {
             file: path.to_path_buf(),
             store_path: relative(raw.store.path.as_deref().unwrap_or("tandem.sqlite")),
             engine,
+            http,
             connectors,
             pairs,
         })

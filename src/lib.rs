@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod fixtures;
+pub mod http;
 pub mod location;
 pub mod policy;
 pub mod reconcile;

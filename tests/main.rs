@@ -8,3 +8,4 @@ mod sims;
 mod support;
 mod sync;
 mod tidy;
+mod webhooks;

@@ -192,4 +192,82 @@ impl World {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
+
+    /// Turn on webhooks: the engine listens on a loopback port with the vendors'
+    /// secrets, and both simulators send to it. Returns the engine (its run loop
+    /// started on `shutdown`), the listener's base URL and both senders.
+    pub async fn with_webhooks(
+        &mut self,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Webhooked {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let dir = self.dir.path();
+        std::fs::write(dir.join("hubspot.secret"), HUBSPOT_CLIENT_SECRET).unwrap();
+        std::fs::write(dir.join("mailchimp.secret"), MAILCHIMP_URL_SECRET).unwrap();
+        let path = dir.join("tandem.toml");
+        // Polling only at start: after that, changes arrive by webhook.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("poll_interval_secs = 1\n", "poll_interval_secs = 3600\n")
+            .replace(
+                "[connectors.hubspot]\n",
+                "[connectors.hubspot]\nclient_secret_file = \"hubspot.secret\"\n",
+            )
+            .replace(
+                "[connectors.mailchimp]\n",
+                "[connectors.mailchimp]\nwebhook_secret_file = \"mailchimp.secret\"\n",
+            )
+            + &format!(
+                "\n[http]\nlisten = \"{}\"\npublic_url = \"{base}\"\n",
+                listener.local_addr().unwrap()
+            );
+        std::fs::write(&path, text).unwrap();
+        self.config = Config::load(&path).unwrap();
+        let engine = std::sync::Arc::new(self.engine().await);
+        let intake = tandem::http::Intake::new(&self.config, engine.clone()).unwrap();
+        tokio::spawn(intake.serve(listener, shutdown.clone()));
+        let runner = engine.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move { runner.run(stop, |_| {}).await.unwrap() });
+        let hubspot = self
+            .hubspot
+            .send_webhooks(&format!("{base}/webhooks/hubspot"), HUBSPOT_CLIENT_SECRET);
+        let mailchimp = self.mailchimp.send_webhooks(
+            &format!("{base}/webhooks/mailchimp?secret={MAILCHIMP_URL_SECRET}"),
+            None,
+            false,
+        );
+        Webhooked {
+            engine,
+            base,
+            hubspot,
+            mailchimp,
+        }
+    }
+}
+
+/// The webhook client secret of the test HubSpot app.
+pub const HUBSPOT_CLIENT_SECRET: &str = "hubspot-app-client-secret";
+/// The secret in the test Mailchimp webhook's URL.
+pub const MAILCHIMP_URL_SECRET: &str = "mailchimp-url-secret";
+
+/// A world whose engine runs and takes webhooks.
+pub struct Webhooked {
+    pub engine: std::sync::Arc<tandem::engine::Engine>,
+    pub base: String,
+    pub hubspot: tandem_core::sim::Webhooks,
+    pub mailchimp: tandem_core::sim::Webhooks,
+}
+
+/// Wait (up to ten seconds) until `done` holds.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -136,9 +136,23 @@ impl AnyConnector {
 
     /// See [`Connector::lookup`].
     pub async fn lookup(&self, keys: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         match self {
             AnyConnector::HubSpot(c) => c.lookup(keys).await,
             AnyConnector::Mailchimp(c) => c.lookup(keys).await,
+        }
+    }
+
+    /// See [`Connector::fetch`].
+    pub async fn fetch(&self, ids: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            AnyConnector::HubSpot(c) => c.fetch(ids).await,
+            AnyConnector::Mailchimp(c) => c.fetch(ids).await,
         }
     }
 

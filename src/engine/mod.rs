@@ -107,6 +107,8 @@ pub struct PairReport {
     pub connectors: [String; 2],
     /// Records read, by side.
     pub pulled: [usize; 2],
+    /// Webhook hints acted on, by side.
+    pub hinted: [usize; 2],
     /// Pairs of existing records linked for the first time.
     pub linked: usize,
     /// Records created, by the side they were created on.
@@ -186,7 +188,13 @@ pub struct Engine {
     pairs: Vec<Arc<Policy>>,
     settings: EngineSettings,
     clock: Clock,
+    /// Woken when a webhook recorded new hints.
+    nudge: tokio::sync::Notify,
 }
+
+/// How long a processed hint is remembered, so that a redelivery is still recognised
+/// (HubSpot retries for about a day).
+const HINT_MEMORY: Duration = Duration::from_secs(48 * 3600);
 
 /// Compile every pair's policy against a config.
 pub fn load_policies(config: &Config) -> Result<Vec<Policy>, Problems> {
@@ -281,6 +289,7 @@ impl Engine {
             pairs: pairs.into_iter().map(Arc::new).collect(),
             settings,
             clock,
+            nudge: tokio::sync::Notify::new(),
         }
     }
 
@@ -296,11 +305,27 @@ impl Engine {
 
     /// One pass over every pair. Stops early, at a safe point, when `shutdown` fires.
     pub async fn pass(&self, shutdown: &CancellationToken) -> Result<PassReport, PassError> {
+        self.pass_with(true, shutdown).await
+    }
+
+    /// A pass that acts on recorded webhook hints only, without polling.
+    pub async fn hint_pass(&self, shutdown: &CancellationToken) -> Result<PassReport, PassError> {
+        self.pass_with(false, shutdown).await
+    }
+
+    async fn pass_with(
+        &self,
+        poll: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<PassReport, PassError> {
         let started = std::time::Instant::now();
         let mut report = PassReport::default();
         for policy in &self.pairs {
             let span = info_span!("pair", pair = %policy.name);
-            let pair = self.pass_pair(policy, shutdown).instrument(span).await?;
+            let pair = self
+                .pass_pair(policy, poll, shutdown)
+                .instrument(span)
+                .await?;
             report.pairs.push(pair);
             if shutdown.is_cancelled() {
                 break;
@@ -310,23 +335,127 @@ impl Engine {
         Ok(report)
     }
 
-    /// Passes every poll interval until `shutdown` fires; `on_pass` sees each report.
+    /// A full pass every poll interval, and a hint pass whenever webhooks bring
+    /// hints in between, until `shutdown` fires; `on_pass` sees each report.
     /// Passing failures (network, throttling) are handled inside a pass; a fatal one ends the run.
     pub async fn run(
         &self,
         shutdown: CancellationToken,
         mut on_pass: impl FnMut(&PassReport),
     ) -> Result<(), PassError> {
+        let mut next_poll = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
-            let report = self.pass(&shutdown).await?;
+            let report = if tokio::time::Instant::now() >= next_poll {
+                next_poll = tokio::time::Instant::now() + self.settings.poll_interval;
+                self.pass(&shutdown).await?
+            } else {
+                self.hint_pass(&shutdown).await?
+            };
             on_pass(&report);
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(self.settings.poll_interval) => {}
+                () = tokio::time::sleep_until(next_poll) => {}
+                () = self.nudge.notified() => {}
             }
         }
         info!("Stopped.");
         Ok(())
+    }
+
+    /// Record hints a verified webhook brought for `connector`, for every pair that
+    /// uses it, and wake the run loop. Returns how many were new (not redeliveries).
+    pub async fn record_hints(
+        &self,
+        connector: &str,
+        hints: Vec<tandem_core::Hint>,
+    ) -> Result<usize, StoreError> {
+        let targets: Vec<(String, Side)> = self
+            .pairs
+            .iter()
+            .flat_map(|p| {
+                Side::BOTH
+                    .into_iter()
+                    .filter(|s| p.connector(*s) == connector)
+                    .map(|s| (p.name.clone(), s))
+            })
+            .collect();
+        let now = self.clock.now();
+        let new = self
+            .store
+            .call(move |s| s.record_hints(&targets, &hints, now))
+            .await?;
+        if new > 0 {
+            self.nudge.notify_one();
+        }
+        Ok(new)
+    }
+
+    /// Fetch the records that pending hints name and stage them, batch by batch.
+    /// A hint whose record cannot be found is done: absence never means deletion,
+    /// except for a record the vendor says was merged away.
+    async fn process_hints(
+        &self,
+        policy: &Policy,
+        report: &mut PairReport,
+    ) -> Result<(), PullError> {
+        loop {
+            let pair = policy.name.clone();
+            let pending = self
+                .store
+                .call(move |s| s.pending_hints(&pair, 500))
+                .await?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let mut fetched = Vec::new();
+            for side in Side::BOTH {
+                let hints: Vec<&tandem_core::Hint> = pending
+                    .iter()
+                    .filter(|(_, s, _)| *s == side)
+                    .map(|(_, _, h)| h)
+                    .collect();
+                if hints.is_empty() {
+                    continue;
+                }
+                report.hinted[side as usize] += hints.len();
+                let mut ids: Vec<String> = Vec::new();
+                let mut keys: Vec<String> = Vec::new();
+                for hint in &hints {
+                    match &hint.record {
+                        tandem_core::RecordRef::Id(id) if !ids.contains(id) => ids.push(id.clone()),
+                        tandem_core::RecordRef::Key(key) if !keys.contains(key) => {
+                            keys.push(key.clone())
+                        }
+                        _ => {}
+                    }
+                }
+                let connector = self.connector(policy, side);
+                let mut records = connector.fetch(&ids).await?;
+                records.extend(connector.lookup(&keys).await?);
+                for hint in &hints {
+                    if let (tandem_core::HintKind::Merged { .. }, tandem_core::RecordRef::Id(id)) =
+                        (&hint.kind, &hint.record)
+                        && !records.iter().any(|r| &r.id == id && !r.archived)
+                    {
+                        records.retain(|r| &r.id != id);
+                        records.push(Record {
+                            id: id.clone(),
+                            key: None,
+                            fields: Default::default(),
+                            updated_at: hint.occurred_at,
+                            archived: true,
+                        });
+                    }
+                }
+                fetched.push((side, records));
+            }
+            let done: Vec<i64> = pending.iter().map(|(id, _, _)| *id).collect();
+            let (pair, now) = (policy.name.clone(), self.clock.now());
+            let forget = now - HINT_MEMORY.as_millis() as Millis;
+            self.store
+                .call(move |s| s.stage_hinted(&pair, &fetched, &done, forget, now))
+                .await?;
+        }
     }
 
     fn connector(&self, policy: &Policy, side: Side) -> &Arc<AnyConnector> {
@@ -336,6 +465,7 @@ impl Engine {
     async fn pass_pair(
         &self,
         policy: &Arc<Policy>,
+        poll: bool,
         shutdown: &CancellationToken,
     ) -> Result<PairReport, PassError> {
         let mut report = PairReport {
@@ -349,7 +479,16 @@ impl Engine {
         };
         let mut fully_listed = [false, false];
         let traffic_before = Side::BOTH.map(|side| self.connector(policy, side).traffic());
-        for side in Side::BOTH {
+        match self.process_hints(policy, &mut report).await {
+            Ok(()) => {}
+            Err(PullError::Store(e)) => return Err(e.into()),
+            Err(PullError::Connector(e)) if e.kind() == ErrorKind::Fatal => return Err(fatal(e)),
+            Err(PullError::Connector(e)) => {
+                warn!(error = %e, "Fetching hinted records failed; the hints wait for the next pass.");
+                report.problem(format!("webhook fetch: {e}"));
+            }
+        }
+        for side in Side::BOTH.into_iter().filter(|_| poll) {
             let started = std::time::Instant::now();
             let pulled = self.pull(policy, side, shutdown, &mut report).await;
             report.timings.pull_ms[side as usize] = started.elapsed().as_millis() as u64;

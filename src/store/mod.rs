@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
-use tandem_core::{FieldMap, Millis, Record, WriteOp};
+use tandem_core::{FieldMap, Hint, Millis, Record, WriteOp};
 
 use crate::reconcile::{Base, ConflictKind, FieldBase, FieldConflict};
 use crate::side::Side;
@@ -379,45 +379,92 @@ impl Store {
         now: Millis,
     ) -> Result<usize> {
         let tx = self.conn.transaction()?;
-        let mut staged = 0;
-        {
-            let mut seen = tx.prepare_cached(
-                "SELECT v.updated_at FROM links l JOIN versions v ON v.link_id = l.id AND v.side = ?2
-                 WHERE l.pair = ?1 AND l.{side}_id = ?3"
-                    .replace("{side}", side.as_str())
-                    .as_str(),
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO inbox (pair, side, record_id, match_key, updated_at, record, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (pair, side, record_id) DO UPDATE SET
-                     match_key = excluded.match_key, updated_at = excluded.updated_at,
-                     record = excluded.record, received_at = excluded.received_at
-                 WHERE excluded.updated_at >= inbox.updated_at",
-            )?;
-            for record in records {
-                let known: Option<Millis> = seen
-                    .query_row(params![pair, side.as_str(), record.id], |r| r.get(0))
-                    .optional()?;
-                if known.is_some_and(|at| record.updated_at < at) {
-                    continue;
-                }
-                let key = record.key.as_deref().and_then(tandem_core::normalize_key);
-                staged += insert.execute(params![
-                    pair,
-                    side.as_str(),
-                    record.id,
-                    key,
-                    record.updated_at,
-                    to_json(record),
-                    now
-                ])?;
-            }
-        }
+        let staged = stage_records(&tx, pair, side, records, now)?;
         tx.execute(
             "INSERT INTO cursors (pair, side, value, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (pair, side) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             params![pair, side.as_str(), cursor, now],
+        )?;
+        tx.commit()?;
+        Ok(staged)
+    }
+
+    // ---- webhook hints ----------------------------------------------------
+
+    /// Record hints for one side of some pairs; a hint seen before (same event id) is
+    /// ignored. Returns how many were new.
+    pub fn record_hints(
+        &mut self,
+        targets: &[(String, Side)],
+        hints: &[Hint],
+        now: Millis,
+    ) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut new = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO hints (pair, side, event_id, hint, received_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (pair, side, event_id) DO NOTHING",
+            )?;
+            for (pair, side) in targets {
+                for hint in hints {
+                    new += insert.execute(params![
+                        pair,
+                        side.as_str(),
+                        hint.event_id,
+                        to_json(hint),
+                        now
+                    ])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(new)
+    }
+
+    /// Hints of a pair not yet acted on, oldest first: (row id, side, hint).
+    pub fn pending_hints(&self, pair: &str, limit: usize) -> Result<Vec<(i64, Side, Hint)>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, side, hint FROM hints WHERE pair = ?1 AND done = 0 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![pair, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, side, hint) = row?;
+            Ok((id, parse_side(&side)?, from_json(&hint)?))
+        })
+        .collect()
+    }
+
+    /// Stage records fetched for hints and mark those hints done, in one
+    /// transaction; processed hints older than `forget_before` are dropped.
+    pub fn stage_hinted(
+        &mut self,
+        pair: &str,
+        fetched: &[(Side, Vec<Record>)],
+        done: &[i64],
+        forget_before: Millis,
+        now: Millis,
+    ) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut staged = 0;
+        for (side, records) in fetched {
+            staged += stage_records(&tx, pair, *side, records, now)?;
+        }
+        {
+            let mut mark = tx.prepare_cached("UPDATE hints SET done = 1 WHERE id = ?1")?;
+            for id in done {
+                mark.execute([id])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM hints WHERE pair = ?1 AND done = 1 AND received_at < ?2",
+            params![pair, forget_before],
         )?;
         tx.commit()?;
         Ok(staged)
@@ -841,6 +888,50 @@ fn read_link(r: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
         key: r.get(1)?,
         ids: [r.get(2)?, r.get(3)?],
     })
+}
+
+/// Put records in the inbox. A record older than the version already seen is
+/// dropped; a newer one replaces a staged copy. Returns how many were staged.
+fn stage_records(
+    tx: &Connection,
+    pair: &str,
+    side: Side,
+    records: &[Record],
+    now: Millis,
+) -> Result<usize> {
+    let mut seen = tx.prepare_cached(&format!(
+        "SELECT v.updated_at FROM links l JOIN versions v ON v.link_id = l.id AND v.side = ?2
+         WHERE l.pair = ?1 AND l.{}_id = ?3",
+        side.as_str()
+    ))?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO inbox (pair, side, record_id, match_key, updated_at, record, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (pair, side, record_id) DO UPDATE SET
+             match_key = excluded.match_key, updated_at = excluded.updated_at,
+             record = excluded.record, received_at = excluded.received_at
+         WHERE excluded.updated_at >= inbox.updated_at",
+    )?;
+    let mut staged = 0;
+    for record in records {
+        let known: Option<Millis> = seen
+            .query_row(params![pair, side.as_str(), record.id], |r| r.get(0))
+            .optional()?;
+        if known.is_some_and(|at| record.updated_at < at) {
+            continue;
+        }
+        let key = record.key.as_deref().and_then(tandem_core::normalize_key);
+        staged += insert.execute(params![
+            pair,
+            side.as_str(),
+            record.id,
+            key,
+            record.updated_at,
+            to_json(record),
+            now
+        ])?;
+    }
+    Ok(staged)
 }
 
 /// Record something the engine did.

@@ -73,6 +73,14 @@ pub trait Connector: Send + Sync {
         keys: &[String],
     ) -> impl Future<Output = Result<Vec<Record>, ConnectorError>> + Send;
 
+    /// Read the records with these ids, as a webhook hint asks. A record that is
+    /// archived comes back with `archived` set; an id the system does not know is
+    /// left out, which never means it was deleted.
+    fn fetch(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<Record>, ConnectorError>> + Send;
+
     /// Apply writes, batched as the API allows. Returns one outcome per write, in
     /// input order, or an error when the whole call failed and nothing is known.
     fn apply(

@@ -9,11 +9,15 @@
 pub mod clock;
 mod connector;
 mod error;
+mod hint;
 mod http;
 mod record;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 pub use connector::{Connector, Page, Write, WriteOp, WriteOutcome};
 pub use error::{ConnectorError, ErrorKind};
+pub use hint::{Hint, HintKind, RecordRef, WebhookError};
 pub use http::{
     HttpKit, HttpSettings, Limiter, RateLimit, StandardThrottle, Throttle, ThrottlePolicy,
     TrafficStats, body_excerpt, retry_after, server_time,

@@ -253,6 +253,36 @@ impl HubSpotClient {
         read_json(expect_ok(response).await?).await
     }
 
+    /// Read contacts by id (or by `id_property`), live or archived, in batches.
+    async fn batch_read(
+        &self,
+        ids: &[String],
+        id_property: Option<&str>,
+        archived: bool,
+    ) -> Result<Vec<Record>, ConnectorError> {
+        let mut found = Vec::new();
+        for chunk in ids.chunks(BATCH_LIMIT) {
+            let request = BatchReadRequest {
+                inputs: chunk.iter().map(|id| BatchId { id: id.clone() }).collect(),
+                id_property: id_property.map(String::from),
+                properties: self.properties.to_vec(),
+                properties_with_history: Vec::new(),
+            };
+            let builder = self
+                .post("/crm/v3/objects/contacts/batch/read", &request)
+                .query(&[("archived", if archived { "true" } else { "false" })]);
+            let response = self.kit.send(builder).await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                continue;
+            }
+            let body: BatchResponse = read_json(expect_ok(response).await?).await?;
+            for contact in body.results {
+                found.push(to_record(contact)?);
+            }
+        }
+        Ok(found)
+    }
+
     /// Send one batch write; returns the body of a 200/201/207, or the error of the whole call.
     async fn batch_write(
         &self,
@@ -400,28 +430,19 @@ impl Connector for HubSpotClient {
     }
 
     async fn lookup(&self, keys: &[String]) -> Result<Vec<Record>, ConnectorError> {
-        let mut found = Vec::new();
-        for chunk in keys.chunks(BATCH_LIMIT) {
-            let request = BatchReadRequest {
-                inputs: chunk
-                    .iter()
-                    .map(|key| BatchId { id: key.clone() })
-                    .collect(),
-                id_property: Some(KEY_PROPERTY.into()),
-                properties: self.properties.to_vec(),
-                properties_with_history: Vec::new(),
-            };
-            let response = self
-                .kit
-                .send(self.post("/crm/v3/objects/contacts/batch/read", &request))
-                .await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                continue;
-            }
-            let body: BatchResponse = read_json(expect_ok(response).await?).await?;
-            for contact in body.results {
-                found.push(to_record(contact)?);
-            }
+        self.batch_read(keys, Some(KEY_PROPERTY), false).await
+    }
+
+    async fn fetch(&self, ids: &[String]) -> Result<Vec<Record>, ConnectorError> {
+        let mut found = self.batch_read(ids, None, false).await?;
+        // An id not found live may have been archived: read the archive to say so.
+        let missing: Vec<String> = ids
+            .iter()
+            .filter(|id| !found.iter().any(|r| &r.id == *id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            found.extend(self.batch_read(&missing, None, true).await?);
         }
         Ok(found)
     }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod model;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod webhook;
 
 pub use client::{HubSpotClient, HubSpotConfig};
 

@@ -11,6 +11,7 @@ pub mod client;
 pub mod model;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod webhook;
 
 use md5::{Digest, Md5};
 

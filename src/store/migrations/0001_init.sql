@@ -56,6 +56,20 @@ CREATE TABLE inbox (
 CREATE INDEX inbox_key ON inbox (pair, side, match_key);
 CREATE INDEX inbox_order ON inbox (pair, received_at, side, record_id);
 
+-- Webhook hints, deduplicated by the vendor's event id. A processed hint is kept
+-- (done = 1) for a while, so that a late redelivery is still recognised.
+CREATE TABLE hints (
+    id          INTEGER PRIMARY KEY,
+    pair        TEXT    NOT NULL,
+    side        TEXT    NOT NULL CHECK (side IN ('left', 'right')),
+    event_id    TEXT    NOT NULL,
+    hint        TEXT    NOT NULL,
+    received_at INTEGER NOT NULL,
+    done        INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (pair, side, event_id)
+);
+CREATE INDEX hints_pending ON hints (pair, done, id);
+
 -- Writes to make, at most one per link and side; a newer decision replaces a pending one.
 -- A row that failed too often is kept with status 'dead' (a dead letter).
 CREATE TABLE outbox (

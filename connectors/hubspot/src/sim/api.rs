@@ -722,7 +722,12 @@ async fn batch(
     }
     match action.as_str() {
         "read" => match parse_body::<BatchReadRequest>(&body) {
-            Ok(request) => batch_read(&sim, request, started),
+            Ok(request) => batch_read(
+                &sim,
+                request,
+                param(&query, "archived") == Some("true"),
+                started,
+            ),
             Err(response) => response,
         },
         "archive" => match parse_body::<BatchInputs<BatchId>>(&body) {
@@ -741,18 +746,21 @@ async fn batch(
             Ok(request) => batch_write(&sim, &action, request.inputs, started),
             Err(response) => response,
         },
-        _ => {
-            let _ = query;
-            error(
-                StatusCode::NOT_FOUND,
-                "OBJECT_NOT_FOUND",
-                format!("Unknown batch action {action}"),
-            )
-        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            format!("Unknown batch action {action}"),
+        ),
     }
 }
 
-fn batch_read(sim: &HubSpotSim, request: BatchReadRequest, started: String) -> Response {
+/// Read contacts by id or unique property: live ones, or with `archived=true` archived ones.
+fn batch_read(
+    sim: &HubSpotSim,
+    request: BatchReadRequest,
+    archived: bool,
+    started: String,
+) -> Response {
     let properties = if request.properties.is_empty() {
         DEFAULT_PROPERTIES.map(String::from).to_vec()
     } else {
@@ -762,7 +770,17 @@ fn batch_read(sim: &HubSpotSim, request: BatchReadRequest, started: String) -> R
     let mut results = Vec::new();
     let mut missing = Vec::new();
     for input in &request.inputs {
-        match portal.resolve(&input.id, request.id_property.as_deref()) {
+        let found = if archived {
+            Ok(input.id.parse::<u64>().ok().filter(|id| {
+                portal
+                    .contacts
+                    .get(id)
+                    .is_some_and(|c| c.archived.is_some())
+            }))
+        } else {
+            portal.resolve(&input.id, request.id_property.as_deref())
+        };
+        match found {
             Ok(Some(id)) => results.push(portal.to_object(id, Some(&properties))),
             Ok(None) => missing.push(input.id.clone()),
             Err(e) => return input_error(&e),

@@ -26,7 +26,37 @@ use tokio::net::TcpListener;
 pub use state::PropertyDef;
 use state::State;
 
+use serde_json::Value;
+use tandem_core::sim::{Envelope, Webhooks};
+
 use crate::model::SimplePublicObject;
+
+/// HubSpot's deliveries: a JSON array of up to 100 events, signed v3 (and v1).
+struct HubSpotEnvelope {
+    url: String,
+    secret: String,
+    sim: HubSpotSim,
+}
+
+impl Envelope for HubSpotEnvelope {
+    fn batch_size(&self) -> usize {
+        100
+    }
+
+    fn seal(&self, events: &[Value]) -> (Vec<u8>, &'static str, Vec<(&'static str, String)>) {
+        let body = serde_json::to_vec(events).expect("events serialize");
+        let timestamp = self.sim.lock().now().to_string();
+        let v3 = crate::webhook::sign_v3(&self.secret, "POST", &self.url, &body, &timestamp);
+        let v1 = crate::webhook::sign_v1(&self.secret, &body);
+        let headers = vec![
+            ("x-hubspot-signature-v3", v3),
+            ("x-hubspot-request-timestamp", timestamp),
+            ("x-hubspot-signature", v1),
+            ("x-hubspot-signature-version", "v1".to_string()),
+        ];
+        (body, "application/json", headers)
+    }
+}
 
 /// Settings of a simulator. The limits are HubSpot's; several are not in its
 /// published specification, so they can be changed here.
@@ -184,6 +214,20 @@ impl HubSpotSim {
     /// Move the portal's clock forward: later writes get later `lastmodifieddate`s.
     pub fn advance_clock(&self, by: Duration) {
         self.lock().clock_offset += by.as_millis() as i64;
+    }
+
+    /// Send webhook events (creation, property changes, deletion) to `url`,
+    /// signed with `client_secret` as HubSpot signs them. Returns the sender, whose
+    /// faults a test can set. Must be called inside a Tokio runtime.
+    pub fn send_webhooks(&self, url: &str, client_secret: &str) -> Webhooks {
+        let envelope = HubSpotEnvelope {
+            url: url.to_string(),
+            secret: client_secret.to_string(),
+            sim: self.clone(),
+        };
+        let webhooks = Webhooks::start(url.to_string(), envelope);
+        self.lock().webhooks = Some(webhooks.clone());
+        webhooks
     }
 
     /// Keep the latest change of the contact with this email out of search for

@@ -32,6 +32,10 @@ fn string_type() -> String {
     "string".into()
 }
 
+/// The portal and app the simulator's webhook events name.
+pub const SIM_PORTAL: u64 = 62515;
+pub const SIM_APP: u64 = 54321;
+
 /// Properties returned when a request names none.
 pub const DEFAULT_PROPERTIES: [&str; 6] = [
     "createdate",
@@ -165,6 +169,9 @@ pub struct State {
     pub today: (i64, u32),
     /// Contacts whose latest change search does not show until then (search lags).
     pub unindexed: HashMap<u64, Millis>,
+    /// Where webhook events go, once a test or the demo asks for them.
+    pub webhooks: Option<tandem_core::sim::Webhooks>,
+    next_event_id: u64,
     pub stats: SimStats,
 }
 
@@ -392,6 +399,7 @@ impl State {
                 archived: None,
             },
         );
+        self.emit(id, "contact.creation", None, now);
         self.stats.writes += 1;
         id
     }
@@ -402,10 +410,50 @@ impl State {
         let Some(mut contact) = self.contacts.get(&id).cloned() else {
             return;
         };
+        let before = contact.properties.clone();
         apply_values(&mut contact.properties, values);
         contact.updated = now;
+        let changed: Vec<(String, String)> = contact
+            .properties
+            .iter()
+            .filter(|(name, value)| before.get(*name) != Some(*value))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .chain(
+                before
+                    .keys()
+                    .filter(|name| !contact.properties.contains_key(*name))
+                    .map(|name| (name.clone(), String::new())),
+            )
+            .collect();
         self.insert(id, contact);
         self.stats.writes += 1;
+        for (name, value) in changed {
+            self.emit(id, "contact.propertyChange", Some((&name, &value)), now);
+        }
+    }
+
+    /// Send a webhook event about a contact, if webhooks are on.
+    fn emit(&mut self, id: u64, kind: &str, property: Option<(&str, &str)>, at: Millis) {
+        let Some(webhooks) = &self.webhooks else {
+            return;
+        };
+        self.next_event_id += 1;
+        let mut event = serde_json::json!({
+            "eventId": self.next_event_id,
+            "subscriptionId": 1,
+            "portalId": SIM_PORTAL,
+            "appId": SIM_APP,
+            "occurredAt": at,
+            "subscriptionType": kind,
+            "attemptNumber": 0,
+            "objectId": id,
+            "changeSource": "CRM",
+        });
+        if let Some((name, value)) = property {
+            event["propertyName"] = name.into();
+            event["propertyValue"] = value.into();
+        }
+        webhooks.send(event);
     }
 
     pub fn archive(&mut self, id: u64) {
@@ -420,6 +468,7 @@ impl State {
             contact.updated = now;
             self.insert(id, contact);
             self.stats.writes += 1;
+            self.emit(id, "contact.deletion", None, now);
         }
     }
 

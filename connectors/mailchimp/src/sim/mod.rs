@@ -27,7 +27,40 @@ use tokio::net::TcpListener;
 pub use state::MergeFieldDef;
 use state::State;
 
+use tandem_core::sim::{Envelope, Webhooks};
+
 use crate::model::Member;
+
+/// Mailchimp's deliveries: one form-encoded event per request, signed when a
+/// signing secret was given.
+struct MailchimpEnvelope {
+    signing_secret: Option<String>,
+    sim: MailchimpSim,
+}
+
+impl Envelope for MailchimpEnvelope {
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    fn seal(&self, events: &[Value]) -> (Vec<u8>, &'static str, Vec<(&'static str, String)>) {
+        let body = events
+            .first()
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec();
+        let mut headers = Vec::new();
+        if let Some(secret) = &self.signing_secret {
+            let at = self.sim.lock().now() / 1000;
+            headers.push((
+                "x-mailchimp-signature",
+                crate::webhook::sign(secret, at, &body),
+            ));
+        }
+        (body, "application/x-www-form-urlencoded", headers)
+    }
+}
 
 /// Settings of a simulator. Facts the vendor does not document exactly can be changed here.
 #[derive(Debug, Clone)]
@@ -182,8 +215,42 @@ impl MailchimpSim {
             .iter()
             .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
             .collect();
+        state.by_person = true;
         state.update(&hash, None, None, values);
+        state.by_person = false;
         Some(hash)
+    }
+
+    /// Set a member's status as the member (or an admin in the app) would:
+    /// `unsubscribed`, `cleaned`, `subscribed`, or `archived` to archive it.
+    pub fn set_status(&self, email: &str, status: &str) -> Option<String> {
+        let mut state = self.lock();
+        let hash = state.hash_of(email)?;
+        state.by_person = true;
+        state.update(&hash, None, Some(status), std::collections::BTreeMap::new());
+        state.by_person = false;
+        Some(hash)
+    }
+
+    /// Send webhook events to `url` (which holds the `?secret=`), form-encoded
+    /// and, with a signing secret, signed as Mailchimp signs them. Only people's
+    /// changes send events unless `for_api_changes` (Mailchimp's `sources.api`).
+    /// Returns the sender, whose faults a test can set. Must be called inside a Tokio runtime.
+    pub fn send_webhooks(
+        &self,
+        url: &str,
+        signing_secret: Option<&str>,
+        for_api_changes: bool,
+    ) -> Webhooks {
+        let envelope = MailchimpEnvelope {
+            signing_secret: signing_secret.map(String::from),
+            sim: self.clone(),
+        };
+        let webhooks = Webhooks::start(url.to_string(), envelope);
+        let mut state = self.lock();
+        state.webhooks = Some(webhooks.clone());
+        state.webhooks_for_api = for_api_changes;
+        webhooks
     }
 
     /// Move the audience's clock forward: later writes get later `last_changed` times.

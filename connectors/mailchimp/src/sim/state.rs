@@ -102,6 +102,12 @@ pub struct State {
     pub lost_answers: u32,
     /// Addresses refused as "fake or invalid", lowercased.
     pub rejected_emails: Vec<String>,
+    /// Where webhook events go, once a test or the demo asks for them.
+    pub webhooks: Option<tandem_core::sim::Webhooks>,
+    /// Whether changes made through the API send webhooks (Mailchimp's `sources.api`).
+    pub webhooks_for_api: bool,
+    /// Whether the change being made is a person's (a form, the app) rather than the API's.
+    pub by_person: bool,
     pub stats: SimStats,
 }
 
@@ -130,6 +136,9 @@ impl State {
             clock_offset: 0,
             lost_answers: 0,
             rejected_emails: Vec::new(),
+            webhooks: None,
+            webhooks_for_api: false,
+            by_person: false,
             stats: SimStats::default(),
         }
     }
@@ -331,8 +340,10 @@ impl State {
         merge_into(&mut member.merge_fields, merge_fields);
         apply_extra(&mut member, extra);
         let hash = subscriber_hash(email);
+        let event = (member.status == "subscribed").then(|| self.event("subscribe", &member, &[]));
         self.put(hash.clone(), member);
         self.stats.writes += 1;
+        self.emit(event);
         hash
     }
 
@@ -360,6 +371,7 @@ impl State {
             return hash.to_string();
         };
         self.changes.remove(&(member.changed, hash.to_string()));
+        let before = member.clone();
         member.changed = changed;
         if let Some(status) = status {
             member.status = status.to_string();
@@ -372,9 +384,97 @@ impl State {
             member.email = email.trim().to_string();
             key = subscriber_hash(email);
         }
+        let mut events = Vec::new();
+        if member.email != before.email {
+            events.push(self.event(
+                "upemail",
+                &member,
+                &[
+                    ("data[old_email]", before.email.clone()),
+                    ("data[new_email]", member.email.clone()),
+                ],
+            ));
+        }
+        if member.status != before.status {
+            events.push(match member.status.as_str() {
+                "unsubscribed" => self.event(
+                    "unsubscribe",
+                    &member,
+                    &[
+                        ("data[action]", "unsub".into()),
+                        ("data[reason]", "manual".into()),
+                    ],
+                ),
+                "archived" => self.event(
+                    "unsubscribe",
+                    &member,
+                    &[
+                        ("data[action]", "delete".into()),
+                        ("data[reason]", "manual".into()),
+                    ],
+                ),
+                "cleaned" => self.event("cleaned", &member, &[("data[reason]", "hard".into())]),
+                _ => self.event("subscribe", &member, &[]),
+            });
+        } else if member.merge_fields != before.merge_fields {
+            events.push(self.event("profile", &member, &[]));
+        }
         self.put(key.clone(), member);
         self.stats.writes += 1;
+        for event in events {
+            self.emit(Some(event));
+        }
         key
+    }
+
+    /// A webhook event about a member, form-encoded as Mailchimp sends it.
+    fn event(&self, kind: &str, member: &Stored, extra: &[(&str, String)]) -> String {
+        let at = time::OffsetDateTime::from_unix_timestamp(self.now() / 1000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let fired_at = format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        );
+        let hash = subscriber_hash(&member.email);
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("type", kind)
+            .append_pair("fired_at", &fired_at);
+        form.append_pair("data[id]", &hash[..10])
+            .append_pair("data[list_id]", &self.list_id);
+        if kind != "upemail" {
+            form.append_pair("data[email]", &member.email)
+                .append_pair("data[email_type]", &member.email_type);
+            form.append_pair("data[merges][EMAIL]", &member.email);
+            for (tag, value) in &member.merge_fields {
+                form.append_pair(
+                    &format!("data[merges][{tag}]"),
+                    value.as_str().unwrap_or_default(),
+                );
+            }
+        }
+        for (name, value) in extra {
+            form.append_pair(name, value);
+        }
+        form.finish()
+    }
+
+    /// Send an event, if webhooks are on and the change's source is one Mailchimp reports.
+    fn emit(&self, event: Option<String>) {
+        if let (Some(webhooks), Some(event)) = (&self.webhooks, event)
+            && (self.by_person || self.webhooks_for_api)
+        {
+            webhooks.send(Value::String(event));
+        }
+    }
+
+    /// The simulator's clock, without advancing it.
+    pub fn now(&self) -> Millis {
+        now_millis() + self.clock_offset
     }
 
     pub fn archive(&mut self, hash: &str) {

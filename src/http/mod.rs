@@ -1,0 +1,188 @@
+//! The engine's HTTP listener: webhook intake and a health check. The only
+//! engine module that knows axum.
+//!
+//! A webhook is verified, its hints are recorded, and it is answered at once;
+//! the run loop then fetches the records and reconciles them (a webhook is a
+//! hint, never data). Bodies are bounded, and refusals say no more than the
+//! status code.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tandem_core::WebhookError;
+use tandem_core::clock::now_millis;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConnectorSettings};
+use crate::engine::Engine;
+use crate::location::Located;
+
+/// The largest webhook body accepted; HubSpot batches at most 100 small events.
+pub const MAX_BODY: usize = 1 << 20;
+
+enum Verifier {
+    HubSpot(tandem_hubspot::webhook::Verifier),
+    Mailchimp(tandem_mailchimp::webhook::Verifier),
+}
+
+/// Webhook intake for the connectors that have webhook secrets configured.
+pub struct Intake {
+    engine: Arc<Engine>,
+    public_url: String,
+    verifiers: BTreeMap<String, Verifier>,
+}
+
+impl Intake {
+    /// Read the webhook secrets of every connector that has them.
+    pub fn new(config: &Config, engine: Arc<Engine>) -> Result<Intake, Located> {
+        let mut verifiers = BTreeMap::new();
+        for (name, settings) in &config.connectors {
+            let verifier = match settings {
+                ConnectorSettings::HubSpot {
+                    client_secret: Some(secret),
+                    legacy_signatures,
+                    ..
+                } => Verifier::HubSpot(tandem_hubspot::webhook::Verifier::new(
+                    secret.read()?,
+                    *legacy_signatures,
+                )),
+                ConnectorSettings::Mailchimp {
+                    webhook_secret: Some(secret),
+                    webhook_signing_secret,
+                    ..
+                } => {
+                    let signing = webhook_signing_secret
+                        .as_ref()
+                        .map(|s| s.read())
+                        .transpose()?;
+                    Verifier::Mailchimp(tandem_mailchimp::webhook::Verifier::new(
+                        secret.read()?,
+                        signing,
+                    ))
+                }
+                _ => continue,
+            };
+            verifiers.insert(name.clone(), verifier);
+        }
+        let public_url = config
+            .http
+            .as_ref()
+            .map(|h| h.public_url.clone())
+            .unwrap_or_default();
+        Ok(Intake {
+            engine,
+            public_url,
+            verifiers,
+        })
+    }
+
+    /// The connectors that take webhooks, and the URL each should be registered at.
+    pub fn endpoints(&self) -> Vec<(String, String)> {
+        self.verifiers
+            .keys()
+            .map(|name| (name.clone(), format!("{}/webhooks/{name}", self.public_url)))
+            .collect()
+    }
+
+    /// The routes.
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/webhooks/{connector}", get(validate).post(receive))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self)
+    }
+
+    /// Serve until `shutdown` fires.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let router = Arc::new(self).router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    }
+}
+
+/// Mailchimp checks a new webhook URL with a GET, which carries no secret.
+async fn validate(State(intake): State<Arc<Intake>>, Path(connector): Path<String>) -> Response {
+    match intake.verifiers.get(&connector) {
+        Some(Verifier::Mailchimp(_)) => (StatusCode::OK, "ok").into_response(),
+        Some(Verifier::HubSpot(_)) => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn receive(
+    State(intake): State<Arc<Intake>>,
+    Path(connector): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(verifier) = intake.verifiers.get(&connector) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let now = now_millis();
+    let hints = match verifier {
+        Verifier::HubSpot(verifier) => {
+            let full_uri = format!(
+                "{}{}",
+                intake.public_url,
+                uri.path_and_query().map_or("", |p| p.as_str())
+            );
+            let request = tandem_hubspot::webhook::Request {
+                method: "POST",
+                uri: &full_uri,
+                headers: &headers,
+                body: &body,
+                now,
+            };
+            verifier
+                .verify(&request)
+                .and_then(|()| tandem_hubspot::webhook::decode(&body))
+        }
+        Verifier::Mailchimp(verifier) => {
+            let secret = query
+                .iter()
+                .find(|(k, _)| k == "secret")
+                .map(|(_, v)| v.as_str());
+            verifier
+                .verify(secret, &headers, &body, now)
+                .and_then(|()| tandem_mailchimp::webhook::decode(&body))
+        }
+    };
+    let hints = match hints {
+        Ok(hints) => hints,
+        Err(error) => {
+            tracing::warn!(connector, %error, "Webhook refused.");
+            let status = match error {
+                WebhookError::Forged | WebhookError::Stale => StatusCode::UNAUTHORIZED,
+                WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,
+            };
+            return status.into_response();
+        }
+    };
+    let count = hints.len();
+    match intake.engine.record_hints(&connector, hints).await {
+        Ok(new) => {
+            tracing::debug!(connector, hints = count, new, "Webhook recorded.");
+            StatusCode::OK.into_response()
+        }
+        // The vendor retries a failed delivery; nothing is lost by refusing it now.
+        Err(error) => {
+            tracing::error!(connector, %error, "Webhook could not be recorded.");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
