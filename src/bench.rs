@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -37,6 +37,17 @@ pub struct BenchArgs {
     /// Enforce and respect the vendors' real rate limits (default size: 10,000 per side, so that the run spans many windows).
     #[arg(long)]
     pub limits: bool,
+    /// Measure webhook latency instead: changes per second, each timed from its
+    /// edit in one simulator until it is visible in the other.
+    #[arg(long, value_name = "CHANGES_PER_SECOND")]
+    pub latency: Option<u32>,
+    /// How long the latency run makes changes, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// With --latency: how long each simulated API call takes, in milliseconds
+    /// (real ones take 100 or more).
+    #[arg(long, default_value_t = 0)]
+    pub api_latency_ms: u64,
 }
 
 /// One run's figures.
@@ -69,6 +80,15 @@ const HUBSPOT_BUDGET: (u32, u64) = (100, 10);
 
 /// Run the benchmark.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(rate) = args.latency {
+        return crate::bench_latency::run(
+            rate,
+            args.seconds,
+            Duration::from_millis(args.api_latency_ms),
+            args.json,
+        )
+        .await;
+    }
     if args.limits && args.contacts == [10_000, 100_000] {
         args.contacts = vec![10_000];
     }

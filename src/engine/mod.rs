@@ -398,11 +398,12 @@ impl Engine {
         policy: &Policy,
         report: &mut PairReport,
     ) -> Result<(), PullError> {
+        let until = self.store.call(|s| s.newest_hint()).await?;
         loop {
             let pair = policy.name.clone();
             let pending = self
                 .store
-                .call(move |s| s.pending_hints(&pair, 500))
+                .call(move |s| s.pending_hints(&pair, until, 500))
                 .await?;
             if pending.is_empty() {
                 return Ok(());

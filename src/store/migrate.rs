@@ -8,6 +8,11 @@ use super::StoreError;
 /// Every migration, in order. Never edit a shipped one: add the next.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
 
+/// The schema version this build brings a store to.
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
 pub fn run(conn: &mut Connection, name: &str) -> Result<(), StoreError> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;

@@ -422,12 +422,17 @@ impl Store {
         Ok(new)
     }
 
-    /// Hints of a pair not yet acted on, oldest first: (row id, side, hint).
-    pub fn pending_hints(&self, pair: &str, limit: usize) -> Result<Vec<(i64, Side, Hint)>> {
+    /// Hints of a pair not yet acted on, oldest first, up to row `until`: (row id, side, hint).
+    pub fn pending_hints(
+        &self,
+        pair: &str,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Side, Hint)>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT id, side, hint FROM hints WHERE pair = ?1 AND done = 0 ORDER BY id LIMIT ?2",
+            "SELECT id, side, hint FROM hints WHERE pair = ?1 AND done = 0 AND id <= ?2 ORDER BY id LIMIT ?3",
         )?;
-        let rows = statement.query_map(params![pair, limit as i64], |r| {
+        let rows = statement.query_map(params![pair, until, limit as i64], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -439,6 +444,14 @@ impl Store {
             Ok((id, parse_side(&side)?, from_json(&hint)?))
         })
         .collect()
+    }
+
+    /// The newest hint row so far: a pass acts on hints up to it, so that hints
+    /// arriving meanwhile wait for the next pass instead of holding this one up.
+    pub fn newest_hint(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM hints", [], |r| r.get(0))?)
     }
 
     /// Stage records fetched for hints and mark those hints done, in one
@@ -1317,5 +1330,103 @@ impl StoreHandle {
         })
         .await
         .expect("store calls do not panic")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_core::{HintKind, RecordRef};
+
+    fn hint(event: &str, id: &str) -> Hint {
+        Hint {
+            event_id: event.into(),
+            record: RecordRef::Id(id.into()),
+            kind: HintKind::Changed,
+            occurred_at: 1,
+        }
+    }
+
+    #[test]
+    fn hints_are_recorded_once_and_a_pass_takes_those_before_it_began() {
+        let mut store = Store::open_in_memory().unwrap();
+        let targets = [("p".to_string(), Side::Left)];
+        assert_eq!(
+            store
+                .record_hints(&targets, &[hint("1", "a"), hint("2", "b")], 10)
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store.record_hints(&targets, &[hint("2", "b")], 11).unwrap(),
+            0,
+            "a redelivery is not new"
+        );
+        let until = store.newest_hint().unwrap();
+        store.record_hints(&targets, &[hint("3", "c")], 12).unwrap();
+        let pending = store.pending_hints("p", until, 100).unwrap();
+        let events: Vec<&str> = pending
+            .iter()
+            .map(|(_, _, h)| h.event_id.as_str())
+            .collect();
+        assert_eq!(
+            events,
+            ["1", "2"],
+            "a hint that came in later waits for the next pass"
+        );
+
+        let done: Vec<i64> = pending.iter().map(|(id, _, _)| *id).collect();
+        let record = Record {
+            id: "a".into(),
+            key: Some("a@x".into()),
+            fields: FieldMap::new(),
+            updated_at: 5,
+            archived: false,
+        };
+        assert_eq!(
+            store
+                .stage_hinted("p", &[(Side::Left, vec![record])], &done, 0, 20)
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.pending_hints("p", i64::MAX, 100).unwrap().len(), 1);
+        assert_eq!(store.inbox_batch("p", 10).unwrap().len(), 1);
+        // Done hints are remembered (a redelivery is still recognised) until forgotten.
+        assert_eq!(
+            store.record_hints(&targets, &[hint("1", "a")], 30).unwrap(),
+            0
+        );
+        store.stage_hinted("p", &[], &[], 15, 40).unwrap();
+        assert_eq!(
+            store.record_hints(&targets, &[hint("1", "a")], 50).unwrap(),
+            1,
+            "forgotten after its time"
+        );
+    }
+
+    #[test]
+    fn the_schema_is_sound_and_knows_its_version() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(store.integrity_check().unwrap(), "ok");
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, migrate::latest());
+    }
+
+    #[test]
+    fn a_store_from_a_newer_tandem_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        drop(Store::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 }
