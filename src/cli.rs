@@ -543,6 +543,7 @@ fn skip_text(why: &str) -> &str {
         "archived" => "archived on the other side",
         "nocreate" => "not created (policy)",
         "keytaken" => "whose email is linked to another record already",
+        "gone" => "whose linked record is archived on the other side",
         other => other,
     }
 }

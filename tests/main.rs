@@ -3,6 +3,7 @@
 
 mod cli;
 mod connectors;
+mod deletes;
 mod limits;
 mod sims;
 mod support;

@@ -64,23 +64,32 @@ pub fn member(email: &str, merge_fields: &[(&str, &str)]) -> SeedMember {
 impl World {
     /// Simulators seeded with these records, the shipped policy, overlap windows of zero.
     pub async fn new(contacts: Vec<SeedContact>, members: Vec<SeedMember>) -> World {
+        // A field on each side for marks: HubSpot's record of the member's standing,
+        // Mailchimp's record of the contact's.
         let hubspot = HubSpotSim::new(HubSpotSimConfig::default());
+        let status = tandem_hubspot::sim::PropertyDef {
+            name: "mailchimp_status".into(),
+            kind: "string".into(),
+            options: vec![],
+            read_only: false,
+        };
         hubspot
             .seed(HubSpotSeed {
-                properties: vec![],
+                properties: vec![status],
                 contacts,
             })
             .unwrap();
         let mailchimp = MailchimpSim::new(MailchimpSimConfig::default());
-        let company = MergeFieldDef {
-            tag: "COMPANY".into(),
-            name: "Company".into(),
+        let field = |tag: &str| MergeFieldDef {
+            tag: tag.into(),
+            name: tag.into(),
             kind: "text".into(),
             required: false,
         };
+        let merge_fields = vec![field("COMPANY"), field("CRMSTATUS")];
         mailchimp
             .seed(MailchimpSeed {
-                merge_fields: vec![company],
+                merge_fields,
                 members,
             })
             .unwrap();
@@ -244,6 +253,18 @@ impl World {
             hubspot,
             mailchimp,
         }
+    }
+
+    /// Replace the `[on.*]` tables at the end of the pair's policy file with `text`
+    /// (and anything else it adds), and reload the config.
+    pub fn extend_policy(&mut self, text: &str) {
+        let path = self.dir.path().join("policies/hubspot-mailchimp.toml");
+        let shipped = std::fs::read_to_string(&path).unwrap();
+        let kept = shipped
+            .find("\n[on.")
+            .map_or(shipped.as_str(), |at| &shipped[..at]);
+        std::fs::write(&path, format!("{kept}\n{text}")).unwrap();
+        self.config = Config::load(&self.dir.path().join("tandem.toml")).unwrap();
     }
 }
 

@@ -189,6 +189,23 @@ impl Schemas for ConfigSchemas<'_> {
         self.0.connectors.keys().cloned().collect()
     }
 
+    fn events(&self, connector: &str) -> &'static [&'static str] {
+        match self.0.connectors.get(connector) {
+            Some(ConnectorSettings::HubSpot { .. }) => &["archived"],
+            Some(ConnectorSettings::Mailchimp { .. }) => &["archived", "unsubscribed", "cleaned"],
+            None => &[],
+        }
+    }
+
+    fn deletes_permanently(&self, connector: &str) -> bool {
+        // Mailchimp's delete-permanent erases a member; HubSpot's GDPR delete also
+        // blocklists the address, which tandem never does.
+        matches!(
+            self.0.connectors.get(connector),
+            Some(ConnectorSettings::Mailchimp { .. })
+        )
+    }
+
     fn check_path(&self, connector: &str, path: &str) -> Result<(), String> {
         match self.0.connectors.get(connector) {
             Some(ConnectorSettings::HubSpot { .. }) => tandem_hubspot::check_path(path),

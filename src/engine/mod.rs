@@ -115,6 +115,8 @@ pub struct PairReport {
     pub created: [usize; 2],
     /// Records updated, by the side they were updated on.
     pub updated: [usize; 2],
+    /// Records archived or deleted by tandem (as the policy asks), by side.
+    pub removed: [usize; 2],
     /// Conflicts opened.
     pub conflicts_opened: usize,
     /// Conflicts closed because both sides came to agree.
@@ -434,17 +436,17 @@ impl Engine {
                 let mut records = connector.fetch(&ids).await?;
                 records.extend(connector.lookup(&keys).await?);
                 for hint in &hints {
+                    // Merged away and no longer readable: the merge event itself says it is gone.
                     if let (tandem_core::HintKind::Merged { .. }, tandem_core::RecordRef::Id(id)) =
                         (&hint.kind, &hint.record)
-                        && !records.iter().any(|r| &r.id == id && !r.archived)
+                        && !records.iter().any(|r| &r.id == id)
                     {
-                        records.retain(|r| &r.id != id);
                         records.push(Record {
                             id: id.clone(),
                             key: None,
                             fields: Default::default(),
                             updated_at: hint.occurred_at,
-                            archived: true,
+                            standing: tandem_core::Standing::Archived,
                         });
                     }
                 }
@@ -764,12 +766,15 @@ impl Engine {
                     .zip(outcomes)
                     .map(|(row, outcome)| match outcome {
                         Ok(record) => {
-                            let created = matches!(row.op, tandem_core::WriteOp::Create);
-                            report.created[side as usize] += usize::from(created);
-                            report.updated[side as usize] += usize::from(!created);
+                            let tally = match row.op {
+                                tandem_core::WriteOp::Create => &mut report.created,
+                                tandem_core::WriteOp::Update { .. } => &mut report.updated,
+                                _ => &mut report.removed,
+                            };
+                            tally[side as usize] += 1;
                             let base = confirmed_base(policy, side, &row.sources, &row.payload, &record.fields);
                             // An update that carried the key moves the link to it.
-                            let new_key = (!created)
+                            let new_key = matches!(row.op, tandem_core::WriteOp::Update { .. })
                                 .then(|| row.sources.get(&policy.key_field().name)?.as_str().map(String::from))
                                 .flatten();
                             Finish::Confirmed { row: row.id, record, base, new_key }
@@ -816,6 +821,8 @@ fn write_verb(op: &tandem_core::WriteOp) -> &'static str {
     match op {
         tandem_core::WriteOp::Create => "create",
         tandem_core::WriteOp::Update { .. } => "update",
+        tandem_core::WriteOp::Archive { .. } => "archive",
+        tandem_core::WriteOp::DeletePermanently { .. } => "delete",
     }
 }
 

@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use tandem_core::{FieldMap, Millis, Record, WriteOp};
+use tandem_core::{FieldMap, Millis, Record, Standing, WriteOp};
 
-use crate::policy::{Policy, Values};
+use crate::policy::{Action, Policy, Values};
 use crate::reconcile::{Base, ConflictKind, FieldConflict, SideView, create_values, reconcile};
 use crate::side::Side;
 use crate::store::{Change, ConflictNote, LinkRef, LinkState, PlannedWrite};
@@ -41,6 +41,8 @@ pub enum Skip {
     NoCreate,
     /// Another record in the same batch carries this key; it is decided first.
     KeyTaken,
+    /// The link's record is archived or deleted on a side: nothing syncs until it is restored.
+    Gone,
 }
 
 /// One side's current record: freshly read, or the last version remembered.
@@ -48,7 +50,7 @@ struct Current<'a> {
     id: Option<&'a str>,
     fields: &'a FieldMap,
     changed_at: Millis,
-    archived: bool,
+    standing: Standing,
 }
 
 /// Decide what to do with an item.
@@ -56,13 +58,34 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
     if let Some(owner) = item.key_owner {
         return Ok(ambiguous_match(policy, item, owner));
     }
+    // A link whose record is gone on a side syncs again only once that record is back.
+    let mut restored = None;
+    if let Some(state) = &item.link {
+        for side in Side::BOTH
+            .into_iter()
+            .filter(|s| state.link.gone[*s as usize])
+        {
+            match &item.fresh[side as usize] {
+                Some(record) if !record.is_archived() => restored = Some(side),
+                _ => return Err(Skip::Gone),
+            }
+        }
+        if let Some((side, record)) = Side::BOTH.into_iter().find_map(|s| {
+            item.fresh[s as usize]
+                .as_ref()
+                .filter(|r| r.is_archived())
+                .map(|r| (s, r))
+        }) {
+            return Ok(archived(policy, state, side, record));
+        }
+    }
     let current = |side: Side| -> Option<Current<'_>> {
         if let Some(record) = &item.fresh[side as usize] {
             return Some(Current {
                 id: Some(&record.id),
                 fields: &record.fields,
                 changed_at: record.updated_at,
-                archived: record.archived,
+                standing: record.standing,
             });
         }
         let state = item.link.as_ref()?;
@@ -72,17 +95,34 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
             id: Some(id),
             fields: &snapshot.fields,
             changed_at: snapshot.updated_at,
-            archived: false,
+            standing: snapshot.standing,
         })
     };
+    // A record whose standing moved (unsubscribed, cleaned, back to active) puts a
+    // mark on the other side, when the policy says so and has a mark field.
+    let marks: Vec<(Side, String, Standing)> = Side::BOTH
+        .into_iter()
+        .filter_map(|side| {
+            let record = item.fresh[side as usize].as_ref()?;
+            let before = item
+                .link
+                .as_ref()
+                .and_then(|s| s.snapshots[side as usize].as_ref())
+                .map_or(Standing::Active, |s| s.standing);
+            let reactions = &policy.on[side as usize];
+            (record.standing != before && reactions.to(record.standing) == Action::Mark)
+                .then(|| {
+                    reactions
+                        .mark
+                        .clone()
+                        .map(|path| (side.other(), path, record.standing))
+                })
+                .flatten()
+        })
+        .collect();
     let seen: Vec<(Side, Record)> = Side::BOTH
         .into_iter()
-        .filter_map(|s| {
-            item.fresh[s as usize]
-                .clone()
-                .filter(|r| !r.archived)
-                .map(|r| (s, r))
-        })
+        .filter_map(|s| item.fresh[s as usize].clone().map(|r| (s, r)))
         .collect();
     let key_field = &policy.key_field().name;
     let key_of = |fields: &FieldMap, side: Side| -> Option<String> {
@@ -94,7 +134,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
     };
     match (current(Side::Left), current(Side::Right)) {
         (Some(left), Some(right)) => {
-            if left.archived || right.archived {
+            if left.standing == Standing::Archived || right.standing == Standing::Archived {
                 return Err(Skip::Archived);
             }
             let values = [
@@ -173,7 +213,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 .filter(|k| *k != key && matches!(link, LinkRef::Existing(_)))
                 .map(String::from);
             let ids = [left.id, right.id];
-            let writes = Side::BOTH
+            let mut writes: Vec<PlannedWrite> = Side::BOTH
                 .into_iter()
                 .filter(|side| !decided.writes_to(*side).is_empty())
                 .map(|side| {
@@ -193,6 +233,17 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                     }
                 })
                 .collect();
+            for (side, path, standing) in &marks {
+                let id = ids[*side as usize].expect("both records exist").to_string();
+                add_mark(
+                    &mut writes,
+                    *side,
+                    WriteOp::Update { id },
+                    &key,
+                    path,
+                    *standing,
+                );
+            }
             Ok(Change {
                 link,
                 seen,
@@ -217,6 +268,8 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 settled: decided.settled,
                 new_key,
                 reconciled: true,
+                gone: None,
+                restored,
             })
         }
         (Some(source), None) | (None, Some(source)) => {
@@ -226,7 +279,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 Side::Right
             };
             let to = from.other();
-            if source.archived {
+            if source.standing == Standing::Archived {
                 return Err(Skip::Archived);
             }
             if !policy.creates_on(to) {
@@ -259,18 +312,107 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                     .collect(),
                 sources: values,
             };
+            let mut writes = vec![write];
+            for (side, path, standing) in &marks {
+                add_mark(&mut writes, *side, WriteOp::Create, &key, path, *standing);
+            }
             Ok(Change {
                 link,
                 seen,
                 agreed: BTreeMap::new(),
-                writes: vec![write],
+                writes,
                 conflicts: vec![],
                 settled: vec![],
                 new_key: None,
                 reconciled: true,
+                gone: None,
+                restored,
             })
         }
         (None, None) => Err(Skip::NoKey),
+    }
+}
+
+/// Write a standing mark into `path` on `side`: into the write already going
+/// there, or as a write of its own. A mark is not a synced field: it has no base.
+fn add_mark(
+    writes: &mut Vec<PlannedWrite>,
+    side: Side,
+    op: WriteOp,
+    key: &str,
+    path: &str,
+    standing: Standing,
+) {
+    let value = Value::String(standing.as_str().to_string());
+    match writes.iter_mut().find(|w| w.side == side) {
+        Some(write) => {
+            write.payload.insert(path.to_string(), value);
+        }
+        None => writes.push(PlannedWrite {
+            side,
+            op,
+            key: key.to_string(),
+            payload: FieldMap::from([(path.to_string(), value)]),
+            sources: BTreeMap::new(),
+            reasons: BTreeMap::new(),
+        }),
+    }
+}
+
+/// A linked record archived or deleted on `side`: the link stops syncing, and the
+/// other record is marked, archived, deleted or left alone, as the policy says.
+fn archived(policy: &Policy, state: &LinkState, side: Side, record: &Record) -> Change {
+    let other = side.other();
+    let reactions = &policy.on[side as usize];
+    let other_id = state
+        .link
+        .id_on(other)
+        .filter(|_| !state.link.gone[other as usize])
+        .map(String::from);
+    let mut writes = Vec::new();
+    if let Some(id) = other_id {
+        match (reactions.archived, &reactions.mark) {
+            (Action::Mark, Some(path)) => add_mark(
+                &mut writes,
+                other,
+                WriteOp::Update { id },
+                &state.link.key,
+                path,
+                Standing::Archived,
+            ),
+            (Action::Archive, _) => {
+                writes.push(removal(other, WriteOp::Archive { id }, &state.link.key))
+            }
+            (Action::DeletePermanently, _) => writes.push(removal(
+                other,
+                WriteOp::DeletePermanently { id },
+                &state.link.key,
+            )),
+            _ => {}
+        }
+    }
+    Change {
+        link: LinkRef::Existing(state.link.id),
+        seen: vec![(side, record.clone())],
+        agreed: BTreeMap::new(),
+        writes,
+        conflicts: Vec::new(),
+        settled: Vec::new(),
+        new_key: None,
+        reconciled: true,
+        gone: Some(side),
+        restored: None,
+    }
+}
+
+fn removal(side: Side, op: WriteOp, key: &str) -> PlannedWrite {
+    PlannedWrite {
+        side,
+        op,
+        key: key.to_string(),
+        payload: FieldMap::new(),
+        sources: BTreeMap::new(),
+        reasons: BTreeMap::new(),
     }
 }
 
@@ -315,6 +457,8 @@ fn ambiguous_match(policy: &Policy, item: &Item, owner: i64) -> Change {
         settled: Vec::new(),
         new_key: None,
         reconciled: false,
+        gone: None,
+        restored: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::raw::{RawField, RawPolicy};
-use super::{FieldPolicy, Policy, Rule};
+use super::{Action, FieldPolicy, Policy, Reactions, Rule};
 use crate::location::{Located, Problems};
 use crate::side::Side;
 
@@ -17,6 +17,11 @@ pub trait Schemas {
     fn connectors(&self) -> Vec<String>;
     /// Check a path on a configured connector; the error says what is wrong.
     fn check_path(&self, connector: &str, path: &str) -> Result<(), String>;
+    /// The events a connector's records go through: `archived`, and for an email
+    /// platform `unsubscribed` and `cleaned`.
+    fn events(&self, connector: &str) -> &'static [&'static str];
+    /// Whether tandem may delete records on this connector for good.
+    fn deletes_permanently(&self, connector: &str) -> bool;
 }
 
 /// Read and compile a policy file.
@@ -154,6 +159,128 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
         }
     }
 
+    let mut on = [Reactions::default(), Reactions::default()];
+    for (connector, table) in &raw.on {
+        let side = match connector.get_ref().as_str() {
+            "left" => Side::Left,
+            "right" => Side::Right,
+            name if name == raw.left.get_ref() => Side::Left,
+            name if name == raw.right.get_ref() => Side::Right,
+            name => {
+                problems.push(
+                    at(
+                        connector.span(),
+                        format!("[on.{name}]: `{name}` is not a connector of this pair"),
+                    )
+                    .hint(format!(
+                        "use [on.{}] or [on.{}]",
+                        raw.left.get_ref(),
+                        raw.right.get_ref()
+                    )),
+                );
+                continue;
+            }
+        };
+        let here = if side == Side::Left {
+            raw.left.get_ref()
+        } else {
+            raw.right.get_ref()
+        };
+        let there = if side == Side::Left {
+            raw.right.get_ref()
+        } else {
+            raw.left.get_ref()
+        };
+        let t = table.get_ref();
+        let events = if connectors_known {
+            schemas.events(here)
+        } else {
+            &[]
+        };
+        let action =
+            |event: &str, value: &Option<Spanned<String>>, problems: &mut Vec<Located>| -> Action {
+                let Some(value) = value else {
+                    return Action::Mark;
+                };
+                if connectors_known && !events.contains(&event) {
+                    problems.push(
+                        at(
+                            value.span(),
+                            format!("[on.{here}]: {here} records are never `{event}`"),
+                        )
+                        .hint(format!("{here}'s events: {}", events.join(", "))),
+                    );
+                }
+                let allowed: &[&str] = if event == "archived" {
+                    &["ignore", "mark", "archive", "delete-permanent"]
+                } else {
+                    &["ignore", "mark"]
+                };
+                match value.get_ref().as_str() {
+                    "ignore" => Action::Ignore,
+                    "mark" => Action::Mark,
+                    "archive" if event == "archived" => Action::Archive,
+                    "delete-permanent" if event == "archived" => {
+                        if connectors_known && !schemas.deletes_permanently(there) {
+                            problems.push(
+                                at(
+                                    value.span(),
+                                    format!(
+                                        "[on.{here}]: tandem never deletes {there} records for good"
+                                    ),
+                                )
+                                .hint("use \"archive\" or \"mark\""),
+                            );
+                        }
+                        Action::DeletePermanently
+                    }
+                    other => {
+                        problems.push(
+                            at(
+                                value.span(),
+                                format!("[on.{here}]: `{event} = \"{other}\"` is not an action"),
+                            )
+                            .hint(format!(
+                                "use {}",
+                                allowed
+                                    .iter()
+                                    .map(|a| format!("\"{a}\""))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )),
+                        );
+                        Action::Mark
+                    }
+                }
+            };
+        let reactions = Reactions {
+            archived: action("archived", &t.archived, &mut problems),
+            unsubscribed: action("unsubscribed", &t.unsubscribed, &mut problems),
+            cleaned: action("cleaned", &t.cleaned, &mut problems),
+            mark: t.mark.as_ref().map(|m| m.get_ref().clone()),
+        };
+        if let Some(mark) = &t.mark {
+            // The mark is written on the other side, so it is a path of the other connector.
+            let other = side.other();
+            if connectors_known && let Err(why) = schemas.check_path(there, mark.get_ref()) {
+                problems.push(at(mark.span(), format!("[on.{here}].mark: {why}")));
+            }
+            if let Some(field) = used_paths.get(&(other, mark.get_ref().clone())) {
+                problems.push(
+                    at(
+                        mark.span(),
+                        format!(
+                            "[on.{here}].mark: `{}` is already field `{field}`",
+                            mark.get_ref()
+                        ),
+                    )
+                    .hint("a mark needs a field of its own, which tandem only writes"),
+                );
+            }
+        }
+        on[side as usize] = reactions;
+    }
+
     if !problems.is_empty() {
         problems.sort_by_key(|p| (p.line, p.column));
         return Err(Problems(problems));
@@ -169,6 +296,7 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
         right: raw.right.into_inner(),
         create,
         fields,
+        on,
     })
 }
 

@@ -48,6 +48,58 @@ impl Rule {
     }
 }
 
+/// What an event on one side does on the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing is written; a deleted record's link stops syncing.
+    Ignore,
+    /// Nothing is deleted; the event is recorded and, if a mark field is set,
+    /// written into it on the other side.
+    Mark,
+    /// The other record is archived too.
+    Archive,
+    /// The other record is deleted for good. Only an explicit policy asks for this.
+    DeletePermanently,
+}
+
+/// What events on one side do on the other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reactions {
+    /// To an archive or delete.
+    pub archived: Action,
+    /// To an unsubscribe.
+    pub unsubscribed: Action,
+    /// To a member cleaned for bounces.
+    pub cleaned: Action,
+    /// The path on the other side that `mark` writes into, if any.
+    pub mark: Option<String>,
+}
+
+impl Default for Reactions {
+    /// Delete nothing; mark instead.
+    fn default() -> Self {
+        Reactions {
+            archived: Action::Mark,
+            unsubscribed: Action::Mark,
+            cleaned: Action::Mark,
+            mark: None,
+        }
+    }
+}
+
+impl Reactions {
+    /// What a record reaching `standing` does; a record back to active takes the
+    /// mark too (it says "active" again).
+    pub fn to(&self, standing: tandem_core::Standing) -> Action {
+        match standing {
+            tandem_core::Standing::Archived => self.archived,
+            tandem_core::Standing::Unsubscribed => self.unsubscribed,
+            tandem_core::Standing::Cleaned => self.cleaned,
+            tandem_core::Standing::Active => Action::Mark,
+        }
+    }
+}
+
 /// One synced field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldPolicy {
@@ -88,6 +140,8 @@ pub struct Policy {
     pub create: [bool; 2],
     /// The fields, in file order; exactly one is the key.
     pub fields: Vec<FieldPolicy>,
+    /// What events on each side do on the other, by the side they happen on.
+    pub on: [Reactions; 2],
 }
 
 impl Policy {

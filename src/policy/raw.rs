@@ -23,6 +23,23 @@ pub struct RawPolicy {
     pub create: Option<Spanned<String>>,
     /// The synced fields by canonical name.
     pub fields: Spanned<BTreeMap<Spanned<String>, Spanned<RawField>>>,
+    /// What events on each connector do on the other side, by connector name.
+    #[serde(default)]
+    pub on: BTreeMap<Spanned<String>, Spanned<RawOn>>,
+}
+
+/// `[on.<connector>]`: events on that connector and what they do on the other side.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOn {
+    /// The record was archived or deleted: `ignore`, `mark`, `archive`, `delete-permanent`.
+    pub archived: Option<Spanned<String>>,
+    /// The member unsubscribed: `ignore` or `mark`.
+    pub unsubscribed: Option<Spanned<String>>,
+    /// The member was cleaned (bounces): `ignore` or `mark`.
+    pub cleaned: Option<Spanned<String>>,
+    /// A path on the other connector that `mark` writes the event's name into.
+    pub mark: Option<Spanned<String>>,
 }
 
 /// `[match]`.

@@ -13,6 +13,18 @@ impl Schemas for TwoConnectors {
         vec!["hubspot".into(), "mailchimp".into()]
     }
 
+    fn events(&self, connector: &str) -> &'static [&'static str] {
+        if connector == "mailchimp" {
+            &["archived", "unsubscribed", "cleaned"]
+        } else {
+            &["archived"]
+        }
+    }
+
+    fn deletes_permanently(&self, connector: &str) -> bool {
+        connector == "mailchimp"
+    }
+
     fn check_path(&self, connector: &str, path: &str) -> Result<(), String> {
         match connector {
             "hubspot" => tandem_hubspot::check_path(path),
@@ -260,5 +272,60 @@ fn every_problem_is_reported_at_once_in_file_order() {
             "8:9: field `email` has no rule",
             "15:8: field `first_name`: unknown rule",
         ],
+    );
+}
+
+#[test]
+fn events_default_to_marking_and_can_be_set_per_connector() {
+    let policy = compile(Path::new("p.toml"), VALID, &TwoConnectors).unwrap();
+    assert_eq!(policy.on[0], Reactions::default());
+    assert_eq!(policy.on[1].archived, Action::Mark);
+    let source = format!(
+        "{VALID}\n[on.hubspot]\narchived = \"delete-permanent\"\nmark = \"merge_fields.CRMSTATUS\"\n\n[on.mailchimp]\nunsubscribed = \"ignore\"\n"
+    );
+    let policy = compile(Path::new("p.toml"), &source, &TwoConnectors).unwrap();
+    assert_eq!(policy.on[0].archived, Action::DeletePermanently);
+    assert_eq!(policy.on[0].mark.as_deref(), Some("merge_fields.CRMSTATUS"));
+    assert_eq!(
+        (policy.on[1].unsubscribed, policy.on[1].cleaned),
+        (Action::Ignore, Action::Mark)
+    );
+}
+
+#[test]
+fn event_errors() {
+    let with = |section: &str| format!("{VALID}\n{section}");
+    // The appended section starts at line 17.
+    check_errors(
+        &with("[on.salesforce]\narchived = \"ignore\"\n"),
+        &["17:5: [on.salesforce]: `salesforce` is not a connector of this pair"],
+    );
+    check_errors(
+        &with("[on.hubspot]\nunsubscribed = \"mark\"\n"),
+        &["18:16: [on.hubspot]: hubspot records are never `unsubscribed`"],
+    );
+    check_errors(
+        &with("[on.mailchimp]\narchived = \"shred\"\n"),
+        &["18:12: [on.mailchimp]: `archived = \"shred\"` is not an action"],
+    );
+    check_errors(
+        &with("[on.mailchimp]\ncleaned = \"archive\"\n"),
+        &["18:11: [on.mailchimp]: `cleaned = \"archive\"` is not an action"],
+    );
+    check_errors(
+        &with("[on.mailchimp]\narchived = \"delete-permanent\"\n"),
+        &["18:12: [on.mailchimp]: tandem never deletes hubspot records for good"],
+    );
+    check_errors(
+        &with("[on.hubspot]\nmark = \"properties.crm_status\"\n"),
+        &["18:8: [on.hubspot].mark: Mailchimp paths are one of"],
+    );
+    check_errors(
+        &with("[on.hubspot]\nmark = \"merge_fields.FNAME\"\n"),
+        &["18:8: [on.hubspot].mark: `merge_fields.FNAME` is already field `first_name`"],
+    );
+    check_errors(
+        &with("[on.hubspot]\nmerge = \"x\"\n"),
+        &["18:1: unknown field `merge`"],
     );
 }

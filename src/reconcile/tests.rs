@@ -249,6 +249,7 @@ fn policy() -> Policy {
             field("phone", Rule::SourceOfTruth(L)),
             field("company", Rule::Manual),
         ],
+        on: Default::default(),
     }
 }
 

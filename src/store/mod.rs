@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
-use tandem_core::{FieldMap, Hint, Millis, Record, WriteOp};
+use tandem_core::{FieldMap, Hint, Millis, Record, Standing, WriteOp};
 
 use crate::reconcile::{Base, ConflictKind, FieldBase, FieldConflict};
 use crate::side::Side;
@@ -60,6 +60,8 @@ pub struct Link {
     pub key: String,
     /// Record ids by side (left, right); `None` while being created.
     pub ids: [Option<String>; 2],
+    /// Whether the record is archived or deleted on each side; the link then stops syncing.
+    pub gone: [bool; 2],
 }
 
 impl Link {
@@ -74,6 +76,8 @@ impl Link {
 pub struct Snapshot {
     /// Its change time.
     pub updated_at: Millis,
+    /// Where it stood then.
+    pub standing: Standing,
     /// Raw fields by vendor path.
     pub fields: FieldMap,
 }
@@ -157,6 +161,10 @@ pub struct Change {
     /// Whether this change reconciled the link's records (and so supersedes its
     /// pending writes), rather than only noting a conflict on it.
     pub reconciled: bool,
+    /// A side whose record is now archived or deleted: the link stops syncing.
+    pub gone: Option<Side>,
+    /// A side whose record came back: the link syncs again.
+    pub restored: Option<Side>,
     /// Conflicts to open or refresh.
     pub conflicts: Vec<ConflictNote>,
     /// Fields settled without a person; their open conflicts close.
@@ -536,7 +544,7 @@ impl Store {
     /// The link holding record `id` on `side`.
     pub fn link_by_id(&self, pair: &str, side: Side, id: &str) -> Result<Option<Link>> {
         let sql = format!(
-            "SELECT id, match_key, left_id, right_id FROM links WHERE pair = ?1 AND {}_id = ?2",
+            "SELECT id, match_key, left_id, right_id, left_gone_at, right_gone_at FROM links WHERE pair = ?1 AND {}_id = ?2",
             side.as_str()
         );
         Ok(self
@@ -550,7 +558,7 @@ impl Store {
     pub fn link_by_key(&self, pair: &str, key: &str) -> Result<Option<Link>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT id, match_key, left_id, right_id FROM links WHERE pair = ?1 AND match_key = ?2")?
+            .prepare_cached("SELECT id, match_key, left_id, right_id, left_gone_at, right_gone_at FROM links WHERE pair = ?1 AND match_key = ?2")?
             .query_row(params![pair, key], read_link)
             .optional()?)
     }
@@ -579,20 +587,23 @@ impl Store {
             );
         }
         let mut snapshots = [None, None];
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT side, updated_at, fields FROM versions WHERE link_id = ?1")?;
+        let mut statement = self.conn.prepare_cached(
+            "SELECT side, updated_at, standing, fields FROM versions WHERE link_id = ?1",
+        )?;
         let rows = statement.query_map([link.id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Millis>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
             ))
         })?;
         for row in rows {
-            let (side, updated_at, fields) = row?;
+            let (side, updated_at, standing, fields) = row?;
+            let standing = from_json(&format!("\"{standing}\""))?;
             snapshots[parse_side(&side)? as usize] = Some(Snapshot {
                 updated_at,
+                standing,
                 fields: from_json(&fields)?,
             });
         }
@@ -671,7 +682,14 @@ impl Store {
             let (id, link_id, op, target, key, payload, fields, attempts) = row?;
             let op = match (op.as_str(), target) {
                 ("update", Some(id)) => WriteOp::Update { id },
-                _ => WriteOp::Create,
+                ("archive", Some(id)) => WriteOp::Archive { id },
+                ("delete", Some(id)) => WriteOp::DeletePermanently { id },
+                ("create", _) => WriteOp::Create,
+                (other, _) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "outbox row {id} has op {other:?} without a target"
+                    )));
+                }
             };
             Ok(OutboxRow {
                 id,
@@ -896,10 +914,12 @@ fn parse_side(text: &str) -> Result<Side> {
 }
 
 fn read_link(r: &rusqlite::Row<'_>) -> rusqlite::Result<Link> {
+    let gone = |i| r.get::<_, Option<Millis>>(i).map(|at| at.is_some());
     Ok(Link {
         id: r.get(0)?,
         key: r.get(1)?,
         ids: [r.get(2)?, r.get(3)?],
+        gone: [gone(4)?, gone(5)?],
     })
 }
 
@@ -968,14 +988,15 @@ fn upsert_version(
     tx: &Connection,
     link: i64,
     side: Side,
-    updated_at: Millis,
+    record: &Record,
     fields: &FieldMap,
 ) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO versions (link_id, side, updated_at, fields) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (link_id, side) DO UPDATE SET updated_at = excluded.updated_at, fields = excluded.fields",
+        "INSERT INTO versions (link_id, side, updated_at, standing, fields) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (link_id, side) DO UPDATE SET updated_at = excluded.updated_at,
+             standing = excluded.standing, fields = excluded.fields",
     )?
-    .execute(params![link, side.as_str(), updated_at, to_json(fields)])?;
+    .execute(params![link, side.as_str(), record.updated_at, record.standing.as_str(), to_json(fields)])?;
     Ok(())
 }
 
@@ -1030,7 +1051,13 @@ fn apply_change(
             side.as_str()
         );
         tx.prepare_cached(&sql)?.execute(params![link, record.id])?;
-        upsert_version(tx, link, *side, record.updated_at, &record.fields)?;
+        upsert_version(tx, link, *side, record, &record.fields)?;
+    }
+    if let Some(side) = change.gone {
+        set_gone(tx, pair, link, side, true, now)?;
+    }
+    if let Some(side) = change.restored {
+        set_gone(tx, pair, link, side, false, now)?;
     }
     for (field, (left, right)) in &change.agreed {
         upsert_base(tx, link, field, left, right, now)?;
@@ -1050,6 +1077,8 @@ fn apply_change(
         let (op, target) = match &write.op {
             WriteOp::Create => ("create", None),
             WriteOp::Update { id } => ("update", Some(id.as_str())),
+            WriteOp::Archive { id } => ("archive", Some(id.as_str())),
+            WriteOp::DeletePermanently { id } => ("delete", Some(id.as_str())),
         };
         tx.prepare_cached(
             "INSERT INTO outbox (pair, link_id, side, op, target_id, match_key, payload, fields, idempotency_key,
@@ -1103,6 +1132,33 @@ fn apply_change(
         }
     }
     Ok(())
+}
+
+/// Mark a link's record gone (archived, deleted) on one side, or back.
+fn set_gone(
+    tx: &Connection,
+    pair: &str,
+    link: i64,
+    side: Side,
+    gone: bool,
+    now: Millis,
+) -> Result<()> {
+    let sql = format!(
+        "UPDATE links SET {}_gone_at = ?2 WHERE id = ?1",
+        side.as_str()
+    );
+    tx.prepare_cached(&sql)?
+        .execute(params![link, gone.then_some(now)])?;
+    let action = if gone { "gone" } else { "restored" };
+    audit(
+        tx,
+        now,
+        action,
+        pair,
+        Some(link),
+        Some(side.as_str()),
+        &serde_json::json!({}),
+    )
 }
 
 /// Open a conflict, or refresh the open one on the same link and field.
@@ -1277,7 +1333,10 @@ fn confirm(
         None => FieldMap::new(),
     };
     fields.extend(record.fields.clone());
-    upsert_version(tx, link, side, record.updated_at, &fields)?;
+    upsert_version(tx, link, side, record, &fields)?;
+    if matches!(op.as_str(), "archive" | "delete") {
+        set_gone(tx, pair, link, side, true, now)?;
+    }
     for (field, left, right) in base {
         upsert_base(tx, link, field, left, right, now)?;
     }
@@ -1381,7 +1440,7 @@ mod tests {
             key: Some("a@x".into()),
             fields: FieldMap::new(),
             updated_at: 5,
-            archived: false,
+            standing: tandem_core::Standing::Active,
         };
         assert_eq!(
             store

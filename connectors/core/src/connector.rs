@@ -34,6 +34,17 @@ pub enum WriteOp {
         /// The system's id of the record.
         id: String,
     },
+    /// Archive the record with this id (restorable where the system allows).
+    Archive {
+        /// The system's id of the record.
+        id: String,
+    },
+    /// Delete the record with this id for good, where the system can. Only an
+    /// explicit policy asks for this.
+    DeletePermanently {
+        /// The system's id of the record.
+        id: String,
+    },
 }
 
 /// One write to a system: set these paths on this record.
@@ -74,7 +85,7 @@ pub trait Connector: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Record>, ConnectorError>> + Send;
 
     /// Read the records with these ids, as a webhook hint asks. A record that is
-    /// archived comes back with `archived` set; an id the system does not know is
+    /// archived comes back with that standing; an id the system does not know is
     /// left out, which never means it was deleted.
     fn fetch(
         &self,

@@ -22,7 +22,7 @@ pub use http::{
     HttpKit, HttpSettings, Limiter, RateLimit, StandardThrottle, Throttle, ThrottlePolicy,
     TrafficStats, body_excerpt, retry_after, server_time,
 };
-pub use record::{FieldMap, Record, normalize_key};
+pub use record::{FieldMap, Record, Standing, normalize_key};
 
 /// Milliseconds since the Unix epoch, the one time unit connectors hand to the engine.
 pub type Millis = i64;

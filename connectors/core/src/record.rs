@@ -22,9 +22,44 @@ pub struct Record {
     pub fields: FieldMap,
     /// When the record last changed, by the system's own clock.
     pub updated_at: Millis,
-    /// Whether the system reports the record as archived or deleted.
+    /// Where the record stands: active, archived, or (on an email platform)
+    /// unsubscribed or cleaned.
     #[serde(default)]
-    pub archived: bool,
+    pub standing: Standing,
+}
+
+impl Record {
+    /// Whether the system reports the record as archived or deleted.
+    pub fn is_archived(&self) -> bool {
+        self.standing == Standing::Archived
+    }
+}
+
+/// Where a record stands in its system, apart from its values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// Live (on an email platform: subscribed, pending or transactional).
+    #[default]
+    Active,
+    /// Archived or deleted.
+    Archived,
+    /// Unsubscribed from the email platform.
+    Unsubscribed,
+    /// Removed by the email platform after bounces or abuse reports.
+    Cleaned,
+}
+
+impl Standing {
+    /// The word policies and marks use: `active`, `archived`, `unsubscribed`, `cleaned`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Active => "active",
+            Standing::Archived => "archived",
+            Standing::Unsubscribed => "unsubscribed",
+            Standing::Cleaned => "cleaned",
+        }
+    }
 }
 
 /// The normal form of a match key: trimmed and lowercased, as both vendors

@@ -20,7 +20,7 @@ use serde_json::Value;
 use tandem_core::clock::{now_millis, parse_rfc3339};
 use tandem_core::{
     Connector, ConnectorError, HttpKit, HttpSettings, Limiter, Millis, Page, RateLimit, Record,
-    Throttle, ThrottlePolicy, TrafficStats, Write, WriteOp, WriteOutcome, body_excerpt,
+    Standing, Throttle, ThrottlePolicy, TrafficStats, Write, WriteOp, WriteOutcome, body_excerpt,
     normalize_key, retry_after, server_time,
 };
 
@@ -253,6 +253,40 @@ impl HubSpotClient {
         read_json(expect_ok(response).await?).await
     }
 
+    /// Archive contacts (restorable for 90 days). An id already archived or unknown
+    /// is no error: archiving is idempotent.
+    async fn archive_chunk(&self, writes: &[&Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
+        let inputs: Vec<BatchId> = writes
+            .iter()
+            .filter_map(|w| match &w.op {
+                WriteOp::Archive { id } => Some(BatchId { id: id.clone() }),
+                _ => None,
+            })
+            .collect();
+        let builder = self.post(
+            "/crm/v3/objects/contacts/batch/archive",
+            &BatchInputs { inputs },
+        );
+        expect_ok(self.kit.send(builder).await?).await?;
+        let now = now_millis();
+        Ok(writes
+            .iter()
+            .map(|w| {
+                let id = match &w.op {
+                    WriteOp::Archive { id } => id.clone(),
+                    _ => String::new(),
+                };
+                Ok(Record {
+                    id,
+                    key: Some(w.key.clone()),
+                    fields: Default::default(),
+                    updated_at: now,
+                    standing: Standing::Archived,
+                })
+            })
+            .collect())
+    }
+
     /// Read contacts by id (or by `id_property`), live or archived, in batches.
     async fn batch_read(
         &self,
@@ -319,6 +353,9 @@ impl HubSpotClient {
                         (write.key.clone(), Some(KEY_PROPERTY.to_string()))
                     }
                     WriteOp::Update { id } => (id.clone(), None),
+                    WriteOp::Archive { .. } | WriteOp::DeletePermanently { .. } => {
+                        unreachable!("apply sends archives apart")
+                    }
                 };
                 BatchWriteInput {
                     id: Some(id),
@@ -448,17 +485,41 @@ impl Connector for HubSpotClient {
     }
 
     async fn apply(&self, writes: &[Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        // Creates go to batch/upsert and updates to batch/update; each keeps its input position.
+        // Creates go to batch/upsert, updates to batch/update, archives to
+        // batch/archive; each keeps its input position.
         let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
-        for creates in [true, false] {
+        let kind = |op: &WriteOp| match op {
+            WriteOp::Create => 0,
+            WriteOp::Update { .. } => 1,
+            WriteOp::Archive { .. } => 2,
+            WriteOp::DeletePermanently { .. } => 3,
+        };
+        for wanted in 0..3 {
             let positions: Vec<usize> = (0..writes.len())
-                .filter(|&i| (writes[i].op == WriteOp::Create) == creates)
+                .filter(|&i| kind(&writes[i].op) == wanted)
                 .collect();
             for chunk in positions.chunks(BATCH_LIMIT) {
                 let batch: Vec<&Write> = chunk.iter().map(|&i| &writes[i]).collect();
-                for (&i, outcome) in chunk.iter().zip(self.write_chunk(&batch).await?) {
+                let results = if wanted == 2 {
+                    self.archive_chunk(&batch).await?
+                } else {
+                    self.write_chunk(&batch).await?
+                };
+                for (&i, outcome) in chunk.iter().zip(results) {
                     outcomes[i] = Some(outcome);
                 }
+            }
+        }
+        for (i, write) in writes.iter().enumerate() {
+            if kind(&write.op) == 3 {
+                // HubSpot's permanent delete (GDPR delete) also blocklists the address: tandem never sends it.
+                outcomes[i] = Some(Err(ConnectorError::Rejected {
+                    vendor: VENDOR,
+                    status: 0,
+                    message:
+                        "tandem does not delete HubSpot contacts permanently; archive them instead"
+                            .into(),
+                }));
             }
         }
         Ok(outcomes
@@ -558,15 +619,19 @@ fn match_outcomes(writes: &[&Write], response: BatchResponse) -> Vec<WriteOutcom
         .map(|(index, write)| {
             let trace = index.to_string();
             let result = by_trace.remove(&trace).or_else(|| match &write.op {
-                WriteOp::Update { id } => by_id.remove(id),
                 WriteOp::Create => by_email.remove(&write.key),
+                WriteOp::Update { id }
+                | WriteOp::Archive { id }
+                | WriteOp::DeletePermanently { id } => by_id.remove(id),
             });
             if let Some(result) = result {
                 return to_record(result);
             }
             let error = errors.get(&trace).copied().or_else(|| match &write.op {
-                WriteOp::Update { id } => errors.get(id).copied(),
                 WriteOp::Create => errors.get(&write.key).copied(),
+                WriteOp::Update { id }
+                | WriteOp::Archive { id }
+                | WriteOp::DeletePermanently { id } => errors.get(id).copied(),
             });
             Err(ConnectorError::Rejected {
                 vendor: VENDOR,
@@ -618,7 +683,11 @@ pub fn to_record(contact: SimplePublicObject) -> Result<Record, ConnectorError> 
         key,
         fields,
         updated_at,
-        archived: contact.archived,
+        standing: if contact.archived {
+            Standing::Archived
+        } else {
+            Standing::Active
+        },
     })
 }
 

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tandem_core::clock::{format_seconds_offset, now_millis, parse_rfc3339};
 use tandem_core::{
-    Connector, ConnectorError, HttpKit, HttpSettings, Millis, Page, Record, Throttle,
+    Connector, ConnectorError, HttpKit, HttpSettings, Millis, Page, Record, Standing, Throttle,
     ThrottlePolicy, TrafficStats, Write, WriteOp, WriteOutcome, body_excerpt, normalize_key,
     retry_after, server_time,
 };
@@ -112,6 +112,13 @@ enum Cursor {
         offset: u32,
         newest: Millis,
     },
+    /// Paging members archived after `since`: the listing above leaves archived
+    /// members out, and an archive is an event the policy acts on.
+    Archived {
+        since: Millis,
+        offset: u32,
+        newest: Millis,
+    },
     /// Caught up: the newest change seen.
     CaughtUp { watermark: Millis },
 }
@@ -192,6 +199,7 @@ impl MailchimpClient {
         &self,
         since: Option<Millis>,
         offset: u32,
+        archived: bool,
     ) -> Result<(MembersPage, Option<Millis>), ConnectorError> {
         let mut query = vec![
             ("count", self.page_size.to_string()),
@@ -202,6 +210,9 @@ impl MailchimpClient {
         if let Some(since) = since {
             // reqwest encodes the `+` of `+00:00` as `%2B`, as Mailchimp needs.
             query.push(("since_last_changed", format_seconds_offset(since)));
+        }
+        if archived {
+            query.push(("status", "archived".to_string()));
         }
         let path = format!("/lists/{}/members", self.list);
         let response = self
@@ -282,6 +293,32 @@ impl MailchimpClient {
         member
     }
 
+    /// Archive a member (DELETE; it can be re-added), or delete it for good
+    /// (`actions/delete-permanent`; it can never be re-imported). A member already
+    /// gone is no error, so a retry after a crash changes nothing.
+    async fn remove(&self, id: &str, write: &Write, permanently: bool) -> WriteOutcome {
+        let path = self.member_path(id);
+        let request = if permanently {
+            self.request(
+                reqwest::Method::POST,
+                &format!("{path}/actions/delete-permanent"),
+            )
+        } else {
+            self.request(reqwest::Method::DELETE, &path)
+        };
+        let response = self.kit.send(request).await?;
+        if response.status() != StatusCode::NOT_FOUND {
+            expect_ok(response).await?;
+        }
+        Ok(Record {
+            id: id.to_string(),
+            key: Some(write.key.clone()),
+            fields: tandem_core::FieldMap::new(),
+            updated_at: now_millis(),
+            standing: Standing::Archived,
+        })
+    }
+
     async fn update_one(&self, id: &str, write: &Write) -> WriteOutcome {
         let body = Value::Object(member_body(write));
         let path = format!("{}?skip_merge_validation=true", self.member_path(id));
@@ -327,17 +364,24 @@ impl Connector for MailchimpClient {
                 message: format!("stored cursor {text:?} is not a Mailchimp cursor: {e}"),
             })?,
         };
-        let (since, offset, newest) = match cursor {
+        let (since, offset, newest, archived) = match cursor {
             Cursor::Listing {
                 since,
                 offset,
                 newest,
-            } => (since, offset, newest),
+            } => (since, offset, newest, false),
+            Cursor::Archived {
+                since,
+                offset,
+                newest,
+            } => (Some(since), offset, newest, true),
             // `last_changed` has whole seconds and "changed after" may be strict: one more
             // second keeps a change made in the watermark's own second in view.
-            Cursor::CaughtUp { watermark } => (Some(watermark - self.overlap - 1000), 0, watermark),
+            Cursor::CaughtUp { watermark } => {
+                (Some(watermark - self.overlap - 1000), 0, watermark, false)
+            }
         };
-        let (page, server_now) = self.page(since, offset).await?;
+        let (page, server_now) = self.page(since, offset, archived).await?;
         // The first page fixes the watermark at the server's clock: anything changed
         // after it is newer and is read by the next poll.
         let newest = if offset == 0 {
@@ -352,15 +396,27 @@ impl Connector for MailchimpClient {
             .map(to_record)
             .collect::<Result<Vec<_>, _>>()?;
         let more = !records.is_empty() && read < page.total_items;
-        let next = if more {
-            Cursor::Listing {
+        let next = match (more, archived, since) {
+            (true, false, _) => Cursor::Listing {
                 since,
                 offset: read as u32,
                 newest,
-            }
-        } else {
-            Cursor::CaughtUp { watermark: newest }
+            },
+            (true, true, Some(since)) => Cursor::Archived {
+                since,
+                offset: read as u32,
+                newest,
+            },
+            // An incremental listing is followed by the archives of the same window; a
+            // first full listing is not (members archived before tandem began are no news).
+            (false, false, Some(since)) => Cursor::Archived {
+                since,
+                offset: 0,
+                newest,
+            },
+            _ => Cursor::CaughtUp { watermark: newest },
         };
+        let more = more || matches!(next, Cursor::Archived { offset: 0, .. }) && !archived;
         Ok(Page {
             records,
             cursor: serde_json::to_string(&next).expect("cursors serialize"),
@@ -390,14 +446,23 @@ impl Connector for MailchimpClient {
                 outcomes[i] = Some(outcome);
             }
         }
-        // Updates go one member at a time (Mailchimp has no batch update that leaves
-        // consent alone), concurrently within the connection limit.
+        // Updates, archives and deletions go one member at a time (Mailchimp has no
+        // batch update that leaves consent alone), concurrently within the connection limit.
         let mut tasks = tokio::task::JoinSet::new();
         for (i, write) in writes.iter().enumerate() {
-            if let WriteOp::Update { id } = &write.op {
-                let (client, id, write) = (self.clone(), id.clone(), write.clone());
-                tasks.spawn(async move { (i, client.update_one(&id, &write).await) });
-            }
+            let (client, write) = (self.clone(), write.clone());
+            match write.op.clone() {
+                WriteOp::Create => continue,
+                WriteOp::Update { id } => {
+                    tasks.spawn(async move { (i, client.update_one(&id, &write).await) })
+                }
+                WriteOp::Archive { id } => {
+                    tasks.spawn(async move { (i, client.remove(&id, &write, false).await) })
+                }
+                WriteOp::DeletePermanently { id } => {
+                    tasks.spawn(async move { (i, client.remove(&id, &write, true).await) })
+                }
+            };
         }
         while let Some(joined) = tasks.join_next().await {
             let (i, outcome) = joined.map_err(|e| ConnectorError::Protocol {
@@ -489,7 +554,12 @@ pub fn to_record(member: Member) -> Result<Record, ConnectorError> {
     Ok(Record {
         id,
         key: Some(member.email_address),
-        archived: member.status == "archived",
+        standing: match member.status.as_str() {
+            "archived" => Standing::Archived,
+            "unsubscribed" => Standing::Unsubscribed,
+            "cleaned" => Standing::Cleaned,
+            _ => Standing::Active,
+        },
         fields,
         updated_at,
     })

@@ -1,13 +1,17 @@
 -- The engine's memory of each synced pair. Values are JSON text.
 
--- A linked pair of records. An id is NULL while the record is being created on that side.
+-- A linked pair of records. An id is NULL while the record is being created on that
+-- side. A record archived or deleted on a side sets that side's gone_at: the link
+-- stops syncing until the record is restored.
 CREATE TABLE links (
-    id          INTEGER PRIMARY KEY,
-    pair        TEXT    NOT NULL,
-    match_key   TEXT    NOT NULL,
-    left_id     TEXT,
-    right_id    TEXT,
-    created_at  INTEGER NOT NULL
+    id            INTEGER PRIMARY KEY,
+    pair          TEXT    NOT NULL,
+    match_key     TEXT    NOT NULL,
+    left_id       TEXT,
+    right_id      TEXT,
+    left_gone_at  INTEGER,
+    right_gone_at INTEGER,
+    created_at    INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX links_left  ON links (pair, left_id)  WHERE left_id IS NOT NULL;
 CREATE UNIQUE INDEX links_right ON links (pair, right_id) WHERE right_id IS NOT NULL;
@@ -18,6 +22,7 @@ CREATE TABLE versions (
     link_id     INTEGER NOT NULL REFERENCES links (id) ON DELETE CASCADE,
     side        TEXT    NOT NULL CHECK (side IN ('left', 'right')),
     updated_at  INTEGER NOT NULL,
+    standing    TEXT    NOT NULL DEFAULT 'active',
     fields      TEXT    NOT NULL,
     PRIMARY KEY (link_id, side)
 );
@@ -77,7 +82,7 @@ CREATE TABLE outbox (
     pair            TEXT    NOT NULL,
     link_id         INTEGER NOT NULL REFERENCES links (id) ON DELETE CASCADE,
     side            TEXT    NOT NULL CHECK (side IN ('left', 'right')),
-    op              TEXT    NOT NULL CHECK (op IN ('create', 'update')),
+    op              TEXT    NOT NULL CHECK (op IN ('create', 'update', 'archive', 'delete')),
     target_id       TEXT,
     match_key       TEXT    NOT NULL,
     payload         TEXT    NOT NULL,

@@ -246,6 +246,34 @@ impl HubSpotSim {
         self.lock().lost_answers = n;
     }
 
+    /// Archive the contact with this id as a person in HubSpot would; returns whether it was live.
+    pub fn archive(&self, id: &str) -> bool {
+        let mut state = self.lock();
+        let Some(id) = id
+            .parse()
+            .ok()
+            .filter(|id| state.contacts.get(id).is_some_and(|c| c.archived.is_none()))
+        else {
+            return false;
+        };
+        state.archive(id);
+        true
+    }
+
+    /// Restore the archived contact with this id, as a person in HubSpot would.
+    pub fn restore(&self, id: &str) -> bool {
+        let mut state = self.lock();
+        let Some(id) = id
+            .parse()
+            .ok()
+            .filter(|id| state.contacts.get(id).is_some_and(|c| c.archived.is_some()))
+        else {
+            return false;
+        };
+        state.restore(id);
+        true
+    }
+
     /// Counters of requests, writes and 429s so far.
     pub fn stats(&self) -> SimStats {
         self.lock().stats

@@ -456,6 +456,23 @@ impl State {
         webhooks.send(event);
     }
 
+    /// Bring an archived contact back, as HubSpot allows for 90 days.
+    pub fn restore(&mut self, id: u64) {
+        let now = self.tick();
+        if let Some(mut contact) = self
+            .contacts
+            .get(&id)
+            .cloned()
+            .filter(|c| c.archived.is_some())
+        {
+            contact.archived = None;
+            contact.updated = now;
+            self.insert(id, contact);
+            self.stats.writes += 1;
+            self.emit(id, "contact.restore", None, now);
+        }
+    }
+
     pub fn archive(&mut self, id: u64) {
         let now = self.tick();
         if let Some(mut contact) = self

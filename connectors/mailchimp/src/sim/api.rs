@@ -36,6 +36,10 @@ pub fn router(sim: MailchimpSim) -> Router {
             get(list_members).post(create_member),
         )
         .route(
+            "/lists/{list_id}/members/{hash}/actions/delete-permanent",
+            axum::routing::post(delete_permanently),
+        )
+        .route(
             "/lists/{list_id}/members/{hash}",
             get(read_member)
                 .put(put_member)
@@ -680,6 +684,24 @@ async fn archive_member(
     match state.hash_of(&hash) {
         Some(found) => {
             state.archive(&found);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => problem(&Rejection::not_found()),
+    }
+}
+
+/// Erase a member and everything known of it; the address can never be imported again.
+async fn delete_permanently(
+    State(sim): State<MailchimpSim>,
+    Path((list_id, hash)): Path<(String, String)>,
+) -> Response {
+    if let Err(response) = check_list(&sim, &list_id) {
+        return response;
+    }
+    let mut state = sim.lock();
+    match state.hash_of(&hash) {
+        Some(found) => {
+            state.erase(&found);
             StatusCode::NO_CONTENT.into_response()
         }
         None => problem(&Rejection::not_found()),

@@ -477,6 +477,16 @@ impl State {
         now_millis() + self.clock_offset
     }
 
+    /// Remove a member entirely and refuse its address from now on.
+    pub fn erase(&mut self, hash: &str) {
+        if let Some(member) = self.members.remove(hash) {
+            self.changes.remove(&(member.changed, hash.to_string()));
+            self.contact_ids.remove(&member.contact_id);
+            self.rejected_emails.push(member.email.to_lowercase());
+            self.stats.writes += 1;
+        }
+    }
+
     pub fn archive(&mut self, hash: &str) {
         if self
             .members
