@@ -251,24 +251,58 @@ pub struct ErrorBody {
 mod tests {
     use super::*;
 
+    /// A file of the vendor's documented payloads.
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/../../fixtures/hubspot/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     #[test]
     fn reads_the_documented_contact_shape() {
-        let body = r#"{"id":"512","properties":{"email":"a@x.com","firstname":"Ada","lastmodifieddate":"2019-12-07T16:50:06.678Z","phone":null},
-            "createdAt":"2019-10-30T03:30:17.883Z","updatedAt":"2019-12-07T16:50:06.678Z","archived":false}"#;
-        let contact: SimplePublicObject = serde_json::from_str(body).unwrap();
+        let contact: SimplePublicObject = serde_json::from_str(&fixture("contact.json")).unwrap();
         assert_eq!(contact.id, "512");
         assert_eq!(contact.properties["firstname"].as_deref(), Some("Ada"));
-        assert_eq!(contact.properties["phone"], None);
+        assert_eq!(contact.updated_at, "2019-12-07T16:50:06.678Z");
+        // A requested property without a value may come back as null.
+        let with_null: SimplePublicObject = serde_json::from_str(
+            &fixture("contact.json").replace("\"firstname\": \"Ada\"", "\"firstname\": null"),
+        )
+        .unwrap();
+        assert_eq!(with_null.properties["firstname"], None);
+    }
+
+    #[test]
+    fn reads_a_search_page_with_its_total_and_offset() {
+        let page: CollectionResponse = serde_json::from_str(&fixture("search-page.json")).unwrap();
+        assert_eq!((page.total, page.results.len()), (Some(1234), 1));
+        assert_eq!(page.paging.unwrap().next.unwrap().after, "200");
     }
 
     #[test]
     fn reads_a_multi_status_error() {
-        let body = r#"{"status":"COMPLETE","results":[],"numErrors":1,"errors":[{"status":"error","category":"VALIDATION_ERROR",
-            "message":"Property values were not valid","context":{"objectWriteTraceId":["7"]}}],"startedAt":"x","completedAt":"y"}"#;
-        let response: BatchResponse = serde_json::from_str(body).unwrap();
+        let response: BatchResponse =
+            serde_json::from_str(&fixture("batch-multi-status.json")).unwrap();
         assert_eq!(
             response.errors[0].context["objectWriteTraceId"],
             vec!["7".to_string()]
         );
+        assert_eq!(response.num_errors, Some(1));
+    }
+
+    #[test]
+    fn reads_the_documented_error_bodies() {
+        let validation: ErrorBody =
+            serde_json::from_str(&fixture("error-validation.json")).unwrap();
+        assert_eq!(validation.category.as_deref(), Some("VALIDATION_ERROR"));
+        assert!(
+            validation
+                .message
+                .starts_with("Property values were not valid")
+        );
+        let limited: ErrorBody = serde_json::from_str(&fixture("error-rate-limit.json")).unwrap();
+        assert_eq!(limited.policy_name.as_deref(), Some("TEN_SECONDLY_ROLLING"));
     }
 }

@@ -242,9 +242,40 @@ pub fn decode(body: &[u8]) -> Result<Vec<Hint>, WebhookError> {
 mod tests {
     use super::*;
 
-    const SECRET: &str = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";
-    const BODY: &str = r#"[{"eventId":1,"subscriptionId":12345,"portalId":62515,"occurredAt":1564113600000,"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeSource":"CRM","changeFlag":"NEW","appId":54321}]"#;
-    const URI: &str = "https://www.example.com/webhook_uri";
+    /// A file of the vendor's documented payloads.
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/../../fixtures/hubspot/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// HubSpot's published signature test vectors.
+    struct Vectors {
+        secret: String,
+        body: String,
+        uri: String,
+        timestamp: String,
+        v1: String,
+        v2: String,
+        v3: String,
+    }
+
+    fn vectors() -> Vectors {
+        let file: serde_json::Value =
+            serde_json::from_str(&fixture("signature-vectors.json")).unwrap();
+        let text = |k: &str| file[k].as_str().unwrap().to_string();
+        Vectors {
+            secret: text("client_secret"),
+            body: fixture(file["body_file"].as_str().unwrap()),
+            uri: text("uri"),
+            timestamp: text("timestamp"),
+            v1: text("v1"),
+            v2: text("v2"),
+            v3: text("v3"),
+        }
+    }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         pairs
@@ -255,97 +286,100 @@ mod tests {
 
     #[test]
     fn signatures_match_the_documented_vectors() {
+        let v = vectors();
+        assert_eq!(sign_v1(&v.secret, v.body.as_bytes()), v.v1);
+        assert_eq!(sign_v2(&v.secret, "POST", &v.uri, v.body.as_bytes()), v.v2);
         assert_eq!(
-            sign_v1(SECRET, BODY.as_bytes()),
-            "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de"
+            sign_v3(&v.secret, "POST", &v.uri, v.body.as_bytes(), &v.timestamp),
+            v.v3
         );
-        assert_eq!(
-            sign_v2(SECRET, "POST", URI, BODY.as_bytes()),
-            "276a2548f0a0181a076d456de09c0e7477ae101ccc16a11600488a77714e9b8d"
-        );
-        assert_eq!(
-            sign_v3(SECRET, "POST", URI, BODY.as_bytes(), "1700000000000"),
-            "/pXDSgWeGksQpwCsgqd43P0eY6gBIse9UX0tfkudUrE="
-        );
-    }
-
-    fn request<'a>(headers: &'a HeaderMap, body: &'a [u8], now: Millis) -> Request<'a> {
-        Request {
-            method: "POST",
-            uri: URI,
-            headers,
-            body,
-            now,
-        }
     }
 
     #[test]
     fn v3_is_accepted_when_signed_and_recent_and_refused_otherwise() {
-        let verifier = Verifier::new(SecretString::from(SECRET), false);
+        let v = vectors();
+        let verifier = Verifier::new(SecretString::from(v.secret.clone()), false);
         let signed = headers(&[
-            (
-                "x-hubspot-signature-v3",
-                "/pXDSgWeGksQpwCsgqd43P0eY6gBIse9UX0tfkudUrE=",
-            ),
-            ("x-hubspot-request-timestamp", "1700000000000"),
+            ("x-hubspot-signature-v3", &v.v3),
+            ("x-hubspot-request-timestamp", &v.timestamp),
         ]);
-        assert_eq!(
-            verifier.verify(&request(&signed, BODY.as_bytes(), 1_700_000_060_000)),
-            Ok(())
-        );
+        let at: Millis = v.timestamp.parse().unwrap();
+        let check = |verifier: &Verifier, headers: &HeaderMap, body: &str, now: Millis| {
+            verifier.verify(&Request {
+                method: "POST",
+                uri: &v.uri,
+                headers,
+                body: body.as_bytes(),
+                now,
+            })
+        };
+        assert_eq!(check(&verifier, &signed, &v.body, at + 60_000), Ok(()));
         // Replayed six minutes later.
         assert_eq!(
-            verifier.verify(&request(&signed, BODY.as_bytes(), 1_700_000_360_001)),
+            check(&verifier, &signed, &v.body, at + 360_001),
             Err(WebhookError::Stale)
         );
         // A changed body.
-        let tampered = BODY.replace("123", "124");
         assert_eq!(
-            verifier.verify(&request(&signed, tampered.as_bytes(), 1_700_000_060_000)),
+            check(
+                &verifier,
+                &signed,
+                &v.body.replace("123", "124"),
+                at + 60_000
+            ),
             Err(WebhookError::Forged)
         );
         // Another secret.
         let other = Verifier::new(SecretString::from("someone-else"), false);
         assert_eq!(
-            other.verify(&request(&signed, BODY.as_bytes(), 1_700_000_060_000)),
+            check(&other, &signed, &v.body, at + 60_000),
             Err(WebhookError::Forged)
         );
         // No signature at all.
         assert_eq!(
-            verifier.verify(&request(
-                &HeaderMap::new(),
-                BODY.as_bytes(),
-                1_700_000_060_000
-            )),
+            check(&verifier, &HeaderMap::new(), &v.body, at + 60_000),
             Err(WebhookError::Forged)
         );
     }
 
     #[test]
     fn v1_and_v2_are_accepted_only_where_configured() {
+        let v = vectors();
         let v1 = headers(&[
-            (
-                "x-hubspot-signature",
-                "232db2615f3d666fe21a8ec971ac7b5402d33b9a925784df3ca654d05f4817de",
-            ),
+            ("x-hubspot-signature", &v.v1),
             ("x-hubspot-signature-version", "v1"),
         ]);
         let v2 = headers(&[
-            (
-                "x-hubspot-signature",
-                "276a2548f0a0181a076d456de09c0e7477ae101ccc16a11600488a77714e9b8d",
-            ),
+            ("x-hubspot-signature", &v.v2),
             ("x-hubspot-signature-version", "v2"),
         ]);
-        let strict = Verifier::new(SecretString::from(SECRET), false);
-        let legacy = Verifier::new(SecretString::from(SECRET), true);
+        let strict = Verifier::new(SecretString::from(v.secret.clone()), false);
+        let legacy = Verifier::new(SecretString::from(v.secret.clone()), true);
         for signed in [&v1, &v2] {
-            assert_eq!(
-                strict.verify(&request(signed, BODY.as_bytes(), 0)),
-                Err(WebhookError::Forged)
-            );
-            assert_eq!(legacy.verify(&request(signed, BODY.as_bytes(), 0)), Ok(()));
+            let request = Request {
+                method: "POST",
+                uri: &v.uri,
+                headers: signed,
+                body: v.body.as_bytes(),
+                now: 0,
+            };
+            assert_eq!(strict.verify(&request), Err(WebhookError::Forged));
+            assert_eq!(legacy.verify(&request), Ok(()));
         }
+    }
+
+    #[test]
+    fn the_documented_delivery_decodes() {
+        let hints = decode(fixture("webhook-creation.json").as_bytes()).unwrap();
+        assert_eq!(hints.len(), 1);
+        assert_eq!(
+            (hints[0].record.clone(), hints[0].kind.clone()),
+            (RecordRef::Id("123".into()), HintKind::Changed)
+        );
+        assert_eq!(
+            (hints[0].event_id.as_str(), hints[0].occurred_at),
+            ("1", 1_564_113_600_000)
+        );
     }
 
     #[test]

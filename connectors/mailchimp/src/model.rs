@@ -148,15 +148,47 @@ pub struct FieldError {
 mod tests {
     use super::*;
 
+    /// A file of the vendor's documented payloads.
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/../../fixtures/mailchimp/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     #[test]
     fn reads_a_member_and_keeps_unknown_fields() {
-        let body = r#"{"id":"55502f40dc8b7c769880b10874abc9d0","email_address":"test@example.com","status":"subscribed",
-            "merge_fields":{"FNAME":"Ada","ADDRESS":{"addr1":"1 Main St"}},"last_changed":"2024-05-02T08:30:00+00:00",
-            "timestamp_opt":"","web_id":1234,"list_id":"abc"}"#;
-        let member: Member = serde_json::from_str(body).unwrap();
+        let member: Member = serde_json::from_str(&fixture("member.json")).unwrap();
         assert_eq!(member.merge_fields["FNAME"], "Ada");
-        assert_eq!(member.extra["web_id"], 1234);
+        assert_eq!(
+            member.extra["contact_id"],
+            "a4d9e8f7c6b5a4d3e2f1a0b9c8d7e6f5"
+        );
         let back = serde_json::to_value(&member).unwrap();
-        assert_eq!(back["timestamp_opt"], "");
+        assert_eq!(
+            back["timestamp_signup"], "",
+            "unset timestamps stay empty strings"
+        );
+    }
+
+    #[test]
+    fn reads_a_problem_with_field_errors() {
+        let problem: Problem =
+            serde_json::from_str(&fixture("error-invalid-resource.json")).unwrap();
+        assert_eq!(
+            (problem.title.as_str(), problem.status),
+            ("Invalid Resource", 400)
+        );
+        assert_eq!(problem.errors[0].field, "FNAME");
+    }
+
+    #[test]
+    fn reads_per_member_errors_of_a_batch_subscribe() {
+        let answer: BatchSubscribeResponse =
+            serde_json::from_str(&fixture("batch-subscribe.json")).unwrap();
+        assert_eq!(answer.error_count, 1);
+        assert_eq!(answer.errors[0].email_address, "bounce@example.com");
+        assert_eq!(answer.errors[0].error_code, "ERROR_GENERIC");
     }
 }

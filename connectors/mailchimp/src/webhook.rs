@@ -148,8 +148,14 @@ fn parse_fired_at(text: &str) -> Result<Millis, WebhookError> {
 mod tests {
     use super::*;
 
-    const BODY: &str =
-        "type=profile&fired_at=2024-05-02+08%3A30%3A00&data%5Bemail%5D=ada%40example.com";
+    /// A file of the vendor's documented payloads.
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/../../fixtures/mailchimp/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
 
     fn signed(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -157,11 +163,24 @@ mod tests {
         headers
     }
 
+    /// The published signing test vector: (secret, timestamp, body, signature).
+    fn vector() -> (String, i64, String, String) {
+        let file: serde_json::Value =
+            serde_json::from_str(&fixture("signature-vector.json")).unwrap();
+        (
+            file["signing_secret"].as_str().unwrap().to_string(),
+            file["timestamp"].as_i64().unwrap(),
+            fixture(file["body_file"].as_str().unwrap()),
+            file["v1"].as_str().unwrap().to_string(),
+        )
+    }
+
     #[test]
     fn the_signature_matches_the_documented_vector() {
+        let (secret, at, body, v1) = vector();
         assert_eq!(
-            sign("whsec_test", 1_718_000_000, BODY.as_bytes()),
-            "t=1718000000,v1=9a34e1e653cb75ea72345ca3caa28a1ecbae3550975451a67ad7f9f75734735f"
+            sign(&secret, at, body.as_bytes()),
+            format!("t={at},v1={v1}")
         );
     }
 
@@ -169,96 +188,106 @@ mod tests {
     fn the_url_secret_is_required() {
         let verifier = Verifier::new(SecretString::from("s3cret"), None);
         let none = HeaderMap::new();
+        let body = fixture("webhook-profile.txt");
         assert_eq!(
-            verifier.verify(Some("s3cret"), &none, BODY.as_bytes(), 0),
+            verifier.verify(Some("s3cret"), &none, body.as_bytes(), 0),
             Ok(())
         );
         assert_eq!(
-            verifier.verify(Some("s3cre"), &none, BODY.as_bytes(), 0),
+            verifier.verify(Some("s3cre"), &none, body.as_bytes(), 0),
             Err(WebhookError::Forged)
         );
         assert_eq!(
-            verifier.verify(None, &none, BODY.as_bytes(), 0),
+            verifier.verify(None, &none, body.as_bytes(), 0),
             Err(WebhookError::Forged)
         );
     }
 
     #[test]
     fn a_configured_signing_secret_requires_a_recent_signature() {
+        let (secret, at, body, v1) = vector();
         let verifier = Verifier::new(
             SecretString::from("s3cret"),
-            Some(SecretString::from("whsec_test")),
+            Some(SecretString::from(secret)),
         );
-        let good = signed(
-            "t=1718000000,v1=9a34e1e653cb75ea72345ca3caa28a1ecbae3550975451a67ad7f9f75734735f",
-        );
-        let now = 1_718_000_100_000;
+        let good = signed(&format!("t={at},v1={v1}"));
+        let now = at * 1000 + 100_000;
         assert_eq!(
-            verifier.verify(Some("s3cret"), &good, BODY.as_bytes(), now),
+            verifier.verify(Some("s3cret"), &good, body.as_bytes(), now),
             Ok(())
         );
         assert_eq!(
-            verifier.verify(Some("s3cret"), &HeaderMap::new(), BODY.as_bytes(), now),
+            verifier.verify(Some("s3cret"), &HeaderMap::new(), body.as_bytes(), now),
+            Err(WebhookError::Forged)
+        );
+        let forged = body.replace("ada", "eve");
+        assert_eq!(
+            verifier.verify(Some("s3cret"), &good, forged.as_bytes(), now),
             Err(WebhookError::Forged)
         );
         assert_eq!(
-            verifier.verify(
-                Some("s3cret"),
-                &good,
-                b"type=profile&data%5Bemail%5D=eve%40example.com",
-                now
-            ),
-            Err(WebhookError::Forged)
-        );
-        assert_eq!(
-            verifier.verify(Some("s3cret"), &good, BODY.as_bytes(), now + 301_000),
+            verifier.verify(Some("s3cret"), &good, body.as_bytes(), now + 301_000),
             Err(WebhookError::Stale)
         );
     }
 
     #[test]
-    fn events_become_hints() {
-        let hint = |body: &str| decode(body.as_bytes()).unwrap();
-        let profile = hint(BODY);
-        assert_eq!(profile.len(), 1);
-        assert_eq!(profile[0].record, RecordRef::Key("ada@example.com".into()));
-        assert_eq!(profile[0].kind, HintKind::Changed);
-        assert_eq!(profile[0].occurred_at, 1_714_638_600_000);
-
-        let subscribe = "type=subscribe&fired_at=2009-03-26+21:35:57&data[id]=8a25ff1d98&data[list_id]=a6b5da1054&data[email]=api@mailchimp.com&data[email_type]=html&data[merges][EMAIL]=api@mailchimp.com&data[merges][FNAME]=Mailchimp&data[merges][LNAME]=API&data[merges][INTERESTS]=Group1,Group2&data[ip_opt]=10.20.10.30&data[ip_signup]=10.20.10.30";
+    fn the_documented_deliveries_become_hints() {
+        let hint = |name: &str| {
+            let hints = decode(fixture(name).as_bytes()).unwrap();
+            assert_eq!(hints.len(), 1, "{name}");
+            (hints[0].record.clone(), hints[0].kind.clone())
+        };
+        let key = |k: &str| RecordRef::Key(k.into());
         assert_eq!(
-            hint(subscribe)[0].record,
-            RecordRef::Key("api@mailchimp.com".into())
-        );
-
-        let unsubscribe = "type=unsubscribe&fired_at=2009-03-26+21:40:57&data[action]=unsub&data[reason]=manual&data[id]=8a25ff1d98&data[list_id]=a6b5da1054&data[email]=api+unsub@mailchimp.com";
-        assert_eq!(hint(unsubscribe)[0].kind, HintKind::Changed);
-        let deleted = unsubscribe.replace("action]=unsub", "action]=delete");
-        assert_eq!(hint(&deleted)[0].kind, HintKind::Deleted);
-
-        let upemail = "type=upemail&fired_at=2009-03-26+22:15:09&data[list_id]=a6b5da1054&data[new_id]=51da8c3259&data[new_email]=api+new@mailchimp.com&data[old_email]=api+old@mailchimp.com";
-        let rekeyed = hint(upemail);
-        assert_eq!(
-            rekeyed[0].record,
-            RecordRef::Key("api new@mailchimp.com".into()),
-            "a bare + in a form body is a space"
+            hint("webhook-subscribe.txt"),
+            (key("api@mailchimp.com"), HintKind::Changed)
         );
         assert_eq!(
-            rekeyed[0].kind,
-            HintKind::Rekeyed {
-                from: "api old@mailchimp.com".into()
-            }
+            hint("webhook-profile.txt"),
+            (key("api@mailchimp.com"), HintKind::Changed)
         );
+        // A bare `+` in a form body is a space; the documented examples show it unencoded.
+        assert_eq!(
+            hint("webhook-unsubscribe.txt"),
+            (key("api unsub@mailchimp.com"), HintKind::Changed)
+        );
+        assert_eq!(
+            hint("webhook-cleaned.txt"),
+            (key("api cleaned@mailchimp.com"), HintKind::Changed)
+        );
+        assert_eq!(
+            hint("webhook-upemail.txt"),
+            (
+                key("api new@mailchimp.com"),
+                HintKind::Rekeyed {
+                    from: "api old@mailchimp.com".into()
+                }
+            )
+        );
+        let signed = decode(fixture("webhook-signed.txt").as_bytes()).unwrap();
+        assert_eq!(signed[0].occurred_at, 1_714_638_600_000, "fired_at is UTC");
+    }
 
-        let cleaned = "type=cleaned&fired_at=2009-03-26+22:01:00&data[list_id]=a6b5da1054&data[campaign_id]=4fjk2ma9xd&data[reason]=hard&data[email]=api+cleaned@mailchimp.com";
-        assert_eq!(hint(cleaned)[0].kind, HintKind::Changed);
-
+    #[test]
+    fn archives_campaigns_retries_and_garbage() {
+        let deleted = fixture("webhook-unsubscribe.txt").replace("action]=unsub", "action]=delete");
+        assert_eq!(
+            decode(deleted.as_bytes()).unwrap()[0].kind,
+            HintKind::Deleted
+        );
         let campaign = "type=campaign&fired_at=2009-03-26+21:31:21&data[id]=5aa2102003&data[subject]=Test&data[status]=sent&data[reason]=&data[list_id]=a6b5da1054";
-        assert!(hint(campaign).is_empty());
-
+        assert!(decode(campaign.as_bytes()).unwrap().is_empty());
         // Retries of one delivery share an event id; another event does not.
-        assert_eq!(hint(BODY)[0].event_id, hint(BODY)[0].event_id);
-        assert_ne!(hint(BODY)[0].event_id, hint(subscribe)[0].event_id);
+        let profile = fixture("webhook-profile.txt");
+        assert_eq!(
+            decode(profile.as_bytes()).unwrap()[0].event_id,
+            decode(profile.as_bytes()).unwrap()[0].event_id
+        );
+        assert_ne!(
+            decode(profile.as_bytes()).unwrap()[0].event_id,
+            decode(fixture("webhook-subscribe.txt").as_bytes()).unwrap()[0].event_id
+        );
         assert!(matches!(
             decode(b"fired_at=2024-05-02+08%3A30%3A00"),
             Err(WebhookError::Malformed(_))
