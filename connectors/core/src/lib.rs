@@ -14,6 +14,8 @@ mod http;
 mod record;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use connector::{Connector, Page, Write, WriteOp, WriteOutcome};
 pub use error::{ConnectorError, ErrorKind};

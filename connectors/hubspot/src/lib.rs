@@ -51,3 +51,154 @@ pub fn check_path(path: &str) -> Result<(), String> {
         ))
     }
 }
+
+#[cfg(all(test, feature = "sim"))]
+mod conformance {
+    //! The connector kit's checks, against this crate's simulator.
+
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+    use tandem_core::testkit::{
+        Delivery, Fixture, Signer, SimControl, Subject, key, run, run_webhooks,
+    };
+    use tandem_core::{Hint, Millis, WebhookError};
+
+    use crate::sim::{HubSpotSim, Seed, SeedContact, SimConfig};
+    use crate::webhook::{Request, Verifier, decode, sign_v3};
+    use crate::{HubSpotClient, HubSpotConfig};
+
+    struct Kit;
+
+    struct Control(HubSpotSim);
+
+    impl SimControl for Control {
+        fn count(&self) -> usize {
+            self.0.contacts().len()
+        }
+        fn edit(&self, key: &str) {
+            self.0.edit(key, &[("firstname", "Edited")]);
+        }
+        fn later(&self) {
+            self.0.advance_clock(Duration::from_secs(2));
+        }
+        fn lose_answers(&self, n: u32) {
+            self.0.lose_answers(n);
+        }
+        fn refuse(&self, key: &str) {
+            self.0.blocklist(key);
+        }
+        fn text_path(&self) -> &'static str {
+            "properties.firstname"
+        }
+    }
+
+    fn client(url: &str, token: &str) -> HubSpotClient {
+        let mut config = HubSpotConfig::new(url, SecretString::from(token.to_string()));
+        config.http.rate = None;
+        config.http.max_retries = 1;
+        config.http.backoff = Duration::from_millis(10);
+        config.search_rate = None;
+        config.properties = vec!["firstname".into()];
+        HubSpotClient::new(config).unwrap()
+    }
+
+    impl Subject for Kit {
+        type Client = HubSpotClient;
+
+        async fn start(&self, count: usize) -> Fixture<HubSpotClient> {
+            let sim = HubSpotSim::new(SimConfig::default());
+            let contacts = (0..count)
+                .map(|i| SeedContact {
+                    properties: [
+                        ("email".to_string(), key(i)),
+                        ("firstname".to_string(), "Kit".to_string()),
+                    ]
+                    .into(),
+                    updated_at: Some(tandem_core::clock::format_millis_z(
+                        1_767_225_600_000 + i as Millis * 1000,
+                    )),
+                    created_at: None,
+                })
+                .collect();
+            sim.seed(Seed {
+                properties: vec![],
+                contacts,
+            })
+            .unwrap();
+            let url = sim.clone().spawn().await.unwrap();
+            let dead = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            Fixture {
+                client: client(&url, &SimConfig::default().token),
+                wrong_credentials: client(&url, "not-the-token"),
+                unreachable: client(&format!("http://{dead}"), "x"),
+                sim: Box::new(Control(sim)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_passes_the_connector_kit_against_the_simulator() {
+        run(&Kit).await;
+    }
+
+    struct Signing;
+
+    const URL: &str = "https://sync.example.com/webhooks/hubspot";
+
+    fn delivery(secret: &str, body: &[u8], at: Millis) -> Delivery {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "x-hubspot-signature-v3",
+            sign_v3(secret, "POST", URL, body, &at.to_string())
+                .parse()
+                .unwrap(),
+        );
+        headers.insert(
+            "x-hubspot-request-timestamp",
+            at.to_string().parse().unwrap(),
+        );
+        Delivery {
+            headers,
+            url: URL.into(),
+            body: body.to_vec(),
+        }
+    }
+
+    impl Signer for Signing {
+        fn body(&self) -> Vec<u8> {
+            std::fs::read(format!(
+                "{}/../../fixtures/hubspot/webhook-creation.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        }
+        fn signed(&self, body: &[u8], at: Millis) -> Delivery {
+            delivery("client-secret", body, at)
+        }
+        fn forged(&self, body: &[u8], at: Millis) -> Delivery {
+            delivery("another-secret", body, at)
+        }
+        fn verify(&self, delivery: &Delivery, now: Millis) -> Result<(), WebhookError> {
+            let verifier = Verifier::new(SecretString::from("client-secret"), false);
+            verifier.verify(&Request {
+                method: "POST",
+                uri: &delivery.url,
+                headers: &delivery.headers,
+                body: &delivery.body,
+                now,
+            })
+        }
+        fn decode(&self, body: &[u8]) -> Result<Vec<Hint>, WebhookError> {
+            decode(body)
+        }
+    }
+
+    #[test]
+    fn webhooks_pass_the_connector_kit() {
+        run_webhooks(&Signing);
+    }
+}

@@ -81,3 +81,143 @@ mod tests {
         assert!(check_path("properties.firstname").is_err());
     }
 }
+
+#[cfg(all(test, feature = "sim"))]
+mod conformance {
+    //! The connector kit's checks, against this crate's simulator.
+
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+    use tandem_core::testkit::{
+        Delivery, Fixture, Signer, SimControl, Subject, key, run, run_webhooks,
+    };
+    use tandem_core::{Hint, Millis, WebhookError};
+
+    use crate::sim::{MailchimpSim, Seed, SeedMember, SimConfig};
+    use crate::webhook::{Verifier, decode, sign};
+    use crate::{MailchimpClient, MailchimpConfig};
+
+    struct Kit;
+
+    struct Control(MailchimpSim);
+
+    impl SimControl for Control {
+        fn count(&self) -> usize {
+            self.0.members().len()
+        }
+        fn edit(&self, key: &str) {
+            self.0.edit(key, &[("FNAME", "Edited")]);
+        }
+        fn later(&self) {
+            self.0.advance_clock(Duration::from_secs(2));
+        }
+        fn lose_answers(&self, n: u32) {
+            self.0.lose_answers(n);
+        }
+        fn refuse(&self, key: &str) {
+            self.0.reject_emails(&[key]);
+        }
+        fn text_path(&self) -> &'static str {
+            "merge_fields.FNAME"
+        }
+    }
+
+    fn client(url: &str, key: &str) -> MailchimpClient {
+        let mut config = MailchimpConfig::new(
+            url,
+            SecretString::from(key.to_string()),
+            SimConfig::default().list_id,
+        );
+        config.http.max_retries = 1;
+        config.http.backoff = Duration::from_millis(10);
+        config.page_size = 100;
+        MailchimpClient::new(config).unwrap()
+    }
+
+    impl Subject for Kit {
+        type Client = MailchimpClient;
+
+        async fn start(&self, count: usize) -> Fixture<MailchimpClient> {
+            let sim = MailchimpSim::new(SimConfig::default());
+            let members = (0..count)
+                .map(|i| SeedMember {
+                    email_address: key(i),
+                    status: None,
+                    merge_fields: [("FNAME".to_string(), serde_json::json!("Kit"))].into(),
+                    last_changed: Some(tandem_core::clock::format_seconds_offset(
+                        1_767_225_600_000 + i as Millis * 1000,
+                    )),
+                })
+                .collect();
+            sim.seed(Seed {
+                merge_fields: vec![],
+                members,
+            })
+            .unwrap();
+            let url = sim.clone().spawn().await.unwrap();
+            let dead = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            Fixture {
+                client: client(&url, &SimConfig::default().api_key),
+                wrong_credentials: client(&url, "00000000000000000000000000000000-us6"),
+                unreachable: client(&format!("http://{dead}/3.0"), "x-us6"),
+                sim: Box::new(Control(sim)),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_passes_the_connector_kit_against_the_simulator() {
+        run(&Kit).await;
+    }
+
+    struct Signing;
+
+    fn delivery(signing_secret: &str, body: &[u8], at: Millis) -> Delivery {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            "x-mailchimp-signature",
+            sign(signing_secret, at / 1000, body).parse().unwrap(),
+        );
+        Delivery {
+            headers,
+            url: "https://sync.example.com/webhooks/mailchimp?secret=url-secret".into(),
+            body: body.to_vec(),
+        }
+    }
+
+    impl Signer for Signing {
+        fn body(&self) -> Vec<u8> {
+            std::fs::read(format!(
+                "{}/../../fixtures/mailchimp/webhook-profile.txt",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        }
+        fn signed(&self, body: &[u8], at: Millis) -> Delivery {
+            delivery("signing-secret", body, at)
+        }
+        fn forged(&self, body: &[u8], at: Millis) -> Delivery {
+            delivery("another-secret", body, at)
+        }
+        fn verify(&self, delivery: &Delivery, now: Millis) -> Result<(), WebhookError> {
+            let secret = delivery.url.split_once("secret=").map(|(_, s)| s);
+            let verifier = Verifier::new(
+                SecretString::from("url-secret"),
+                Some(SecretString::from("signing-secret")),
+            );
+            verifier.verify(secret, &delivery.headers, &delivery.body, now)
+        }
+        fn decode(&self, body: &[u8]) -> Result<Vec<Hint>, WebhookError> {
+            decode(body)
+        }
+    }
+
+    #[test]
+    fn webhooks_pass_the_connector_kit() {
+        run_webhooks(&Signing);
+    }
+}

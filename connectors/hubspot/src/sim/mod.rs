@@ -240,6 +240,11 @@ impl HubSpotSim {
         }
     }
 
+    /// Refuse this address from now on, as HubSpot does once it is blocklisted.
+    pub fn blocklist(&self, email: &str) {
+        self.lock().blocklist.insert(email.trim().to_lowercase());
+    }
+
     /// Apply the next `n` writes but answer each with a 500, as when the answer
     /// is lost after the vendor already wrote.
     pub fn lose_answers(&self, n: u32) {

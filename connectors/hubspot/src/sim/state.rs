@@ -167,6 +167,8 @@ pub struct State {
     pub recent_searches: std::collections::VecDeque<Millis>,
     /// Requests counted against the daily limit: (day number, count).
     pub today: (i64, u32),
+    /// Addresses HubSpot refuses, as after a GDPR delete, lowercased.
+    pub blocklist: std::collections::HashSet<String>,
     /// Contacts whose latest change search does not show until then (search lags).
     pub unindexed: HashMap<u64, Millis>,
     /// Where webhook events go, once a test or the demo asks for them.
@@ -359,6 +361,13 @@ impl State {
                 _ => {}
             }
             if name == "email" {
+                if self.blocklist.contains(&value.trim().to_lowercase()) {
+                    return Err(InputError::validation(
+                        name,
+                        "INVALID_EMAIL",
+                        format!("Email address {value} is blocklisted"),
+                    ));
+                }
                 if !looks_like_email(value) {
                     return Err(InputError::validation(
                         name,
