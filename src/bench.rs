@@ -173,6 +173,7 @@ async fn run_one(n: usize, limits: bool) -> anyhow::Result<BenchResult> {
         } else {
             ("off".into(), "off".into())
         },
+        webhooks: None,
     };
     let config = Config::load(&write_workspace(dir.path(), &workspace)?)?;
     reset_peak_rss();

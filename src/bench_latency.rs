@@ -15,13 +15,11 @@ use tandem_mailchimp::sim::{MailchimpSim, SimConfig as MailchimpSimConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::demo::{Workspace, write_workspace};
+use crate::demo::{WebhookSetup, Workspace, write_workspace};
 use crate::engine::{Clock, Engine};
 use crate::fixtures::{Profile, generate};
 
 const CONTACTS: usize = 1_000;
-const CLIENT_SECRET: &str = "bench-client-secret";
-const URL_SECRET: &str = "bench-url-secret";
 
 /// Latency figures of one direction, in milliseconds.
 #[derive(Debug, Serialize)]
@@ -67,7 +65,7 @@ pub async fn run(rate: u32, seconds: u64, api_latency: Duration, json: bool) -> 
     mailchimp.seed(mailchimp_seed).map_err(anyhow::Error::msg)?;
     let dir = tempfile::tempdir()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let setup = WebhookSetup::on(listener.local_addr()?);
     let workspace = Workspace {
         hubspot_url: hubspot.clone().spawn().await?,
         hubspot_token: HubSpotSimConfig::default().token,
@@ -77,25 +75,13 @@ pub async fn run(rate: u32, seconds: u64, api_latency: Duration, json: bool) -> 
         poll_interval_secs: 3600,
         overlap_secs: 5,
         hubspot_limits: ("off".into(), "off".into()),
+        webhooks: None,
     };
-    let path = write_workspace(dir.path(), &workspace)?;
-    std::fs::write(dir.path().join("hubspot.secret"), CLIENT_SECRET)?;
-    std::fs::write(dir.path().join("mailchimp.secret"), URL_SECRET)?;
-    let text = std::fs::read_to_string(&path)?
-        .replace(
-            "[connectors.hubspot]\n",
-            "[connectors.hubspot]\nclient_secret_file = \"hubspot.secret\"\n",
-        )
-        .replace(
-            "[connectors.mailchimp]\n",
-            "[connectors.mailchimp]\nwebhook_secret_file = \"mailchimp.secret\"\n",
-        )
-        + &format!(
-            "\n[http]\nlisten = \"{}\"\npublic_url = \"{base}\"\n",
-            listener.local_addr()?
-        );
-    std::fs::write(&path, text)?;
-    let config = Config::load(&path)?;
+    let workspace = Workspace {
+        webhooks: Some(setup),
+        ..workspace
+    };
+    let config = Config::load(&write_workspace(dir.path(), &workspace)?)?;
     let engine = Arc::new(Engine::start(&config, Clock::System).await?);
     let shutdown = CancellationToken::new();
     let intake = crate::http::Intake::new(&config, engine.clone())
@@ -106,12 +92,11 @@ pub async fn run(rate: u32, seconds: u64, api_latency: Duration, json: bool) -> 
     let runner = engine.clone();
     let stop = shutdown.clone();
     let run = tokio::spawn(async move { runner.run(stop, |_| {}).await });
-    hubspot.send_webhooks(&format!("{base}/webhooks/hubspot"), CLIENT_SECRET);
-    mailchimp.send_webhooks(
-        &format!("{base}/webhooks/mailchimp?secret={URL_SECRET}"),
-        None,
-        false,
-    );
+    workspace
+        .webhooks
+        .as_ref()
+        .expect("set above")
+        .connect(&hubspot, &mailchimp);
 
     // Drive and watch: (direction, email, value) -> when the edit was made.
     let mut pending: HashMap<(usize, String, String), Instant> = HashMap::new();

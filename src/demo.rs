@@ -39,6 +39,52 @@ pub struct Workspace {
     pub overlap_secs: u64,
     /// HubSpot's request budget and search budget, as config writes them (`"off"`, `"100/10s"`).
     pub hubspot_limits: (String, String),
+    /// Where to take webhooks, with the vendors' secrets, if at all.
+    pub webhooks: Option<WebhookSetup>,
+}
+
+/// The webhook listener of a workspace and the secrets the simulators sign with.
+pub struct WebhookSetup {
+    /// The listener's address; its URL is also the public one.
+    pub listen: std::net::SocketAddr,
+    /// The HubSpot app's client secret.
+    pub hubspot_secret: String,
+    /// The secret in Mailchimp's webhook URL.
+    pub mailchimp_secret: String,
+}
+
+impl WebhookSetup {
+    /// Secrets made up for a run on loopback.
+    pub fn on(listen: std::net::SocketAddr) -> Self {
+        let secret = |what: &str| format!("{what}-{:016x}", fastrand::u64(..));
+        WebhookSetup {
+            listen,
+            hubspot_secret: secret("hubspot"),
+            mailchimp_secret: secret("mailchimp"),
+        }
+    }
+
+    /// The listener's base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// Make both simulators send their webhooks here, signed with these secrets.
+    pub fn connect(
+        &self,
+        hubspot: &HubSpotSim,
+        mailchimp: &MailchimpSim,
+    ) -> (tandem_core::sim::Webhooks, tandem_core::sim::Webhooks) {
+        let base = self.base_url();
+        (
+            hubspot.send_webhooks(&format!("{base}/webhooks/hubspot"), &self.hubspot_secret),
+            mailchimp.send_webhooks(
+                &format!("{base}/webhooks/mailchimp?secret={}", self.mailchimp_secret),
+                None,
+                false,
+            ),
+        )
+    }
 }
 
 /// Write `tandem.toml`, the policy and the credential files into `dir`, and
@@ -57,6 +103,22 @@ pub fn write_workspace(dir: &Path, workspace: &Workspace) -> anyhow::Result<Path
     std::fs::write(dir.join("policies/hubspot-mailchimp.toml"), SHIPPED_POLICY)?;
     std::fs::write(dir.join("hubspot.token"), &workspace.hubspot_token)?;
     std::fs::write(dir.join("mailchimp.key"), &workspace.mailchimp_key)?;
+    let (hubspot_hooks, mailchimp_hooks, http) = match &workspace.webhooks {
+        None => (String::new(), String::new(), String::new()),
+        Some(setup) => {
+            std::fs::write(dir.join("hubspot.secret"), &setup.hubspot_secret)?;
+            std::fs::write(dir.join("mailchimp.secret"), &setup.mailchimp_secret)?;
+            (
+                "client_secret_file = \"hubspot.secret\"\n".to_string(),
+                "webhook_secret_file = \"mailchimp.secret\"\n".to_string(),
+                format!(
+                    "\n[http]\nlisten = \"{}\"\npublic_url = \"{}\"\n",
+                    setup.listen,
+                    setup.base_url()
+                ),
+            )
+        }
+    };
     let config = format!(
         r#"# Written by `tandem demo`: both connectors point at simulators on loopback.
 # For real accounts, change base_url (or remove it), the credentials and list_id.
@@ -73,16 +135,16 @@ token_file = "hubspot.token"
 overlap_secs = {overlap}
 rate_limit = "{rate}"
 search_rate_limit = "{search_rate}"
-
+{hubspot_hooks}
 [connectors.mailchimp]
 base_url = "{mailchimp_url}"
 api_key_file = "mailchimp.key"
 list_id = "{list_id}"
 overlap_secs = {overlap}
-
+{mailchimp_hooks}
 [[pairs]]
 policy = "policies/hubspot-mailchimp.toml"
-"#,
+{http}"#,
         poll = workspace.poll_interval_secs,
         overlap = workspace.overlap_secs,
         rate = workspace.hubspot_limits.0,
@@ -109,6 +171,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .seed(serde_json::from_str(DEMO_MAILCHIMP).context("fixtures/demo-mailchimp.json")?)
         .map_err(anyhow::Error::msg)?;
     let (hubspot_count, mailchimp_count) = (hubspot.contacts().len(), mailchimp.members().len());
+    // Kept running, the demo takes webhooks too: changes cross at once, polls catch the rest.
+    let listener = match args.once {
+        true => None,
+        false => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?),
+    };
+    let webhooks = listener
+        .as_ref()
+        .map(|l| l.local_addr().map(WebhookSetup::on))
+        .transpose()?;
     let workspace = Workspace {
         hubspot_url: hubspot.clone().spawn().await?,
         hubspot_token: hubspot_config.token,
@@ -118,6 +189,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         poll_interval_secs: args.interval.max(1),
         overlap_secs: 5,
         hubspot_limits: ("off".into(), "off".into()),
+        webhooks,
     };
     let config_path = write_workspace(&args.dir, &workspace)?;
     let config = Config::load(&config_path)?;
@@ -132,7 +204,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
         println!("Working directory:   {}\n", args.dir.display());
     }
-    let engine = Engine::start(&config, Clock::System).await?;
+    let engine = std::sync::Arc::new(Engine::start(&config, Clock::System).await?);
     let report = engine.pass(&CancellationToken::new()).await?;
     if args.json {
         println!(
@@ -164,6 +236,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let shutdown = shutdown_on_ctrl_c();
+    if let (Some(listener), Some(setup)) = (listener, &workspace.webhooks) {
+        let intake = crate::http::Intake::new(&config, engine.clone())
+            .map_err(|e| anyhow::anyhow!(e.to_string()))?;
+        tokio::spawn(intake.serve(listener, shutdown.clone()));
+        setup.connect(&hubspot, &mailchimp);
+        if !args.json {
+            println!(
+                "Webhooks arrive at {}/webhooks/<connector>; a full poll runs every {} s as well.",
+                setup.base_url(),
+                args.interval
+            );
+        }
+    }
     let editor = tokio::spawn(edit_forever(
         hubspot,
         mailchimp,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tandem::config::Config;
-use tandem::demo::{Workspace, write_workspace};
+use tandem::demo::{WebhookSetup, Workspace, write_workspace};
 use tandem::engine::{Clock, Engine, PairReport};
 use tandem_hubspot::sim::{
     HubSpotSim, Seed as HubSpotSeed, SeedContact, SimConfig as HubSpotSimConfig,
@@ -105,6 +105,7 @@ impl World {
             poll_interval_secs: 1,
             overlap_secs: 0,
             hubspot_limits: ("off".into(), "off".into()),
+            webhooks: None,
         };
         let config = Config::load(&write_workspace(dir.path(), &workspace).unwrap()).unwrap();
         World {
@@ -203,53 +204,38 @@ impl World {
     }
 
     /// Turn on webhooks: the engine listens on a loopback port with the vendors'
-    /// secrets, and both simulators send to it. Returns the engine (its run loop
-    /// started on `shutdown`), the listener's base URL and both senders.
+    /// secrets, and both simulators send to it. Polling then runs only at start.
+    /// Returns the engine (its run loop started on `shutdown`), the listener and both senders.
     pub async fn with_webhooks(
         &mut self,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Webhooked {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let dir = self.dir.path();
-        std::fs::write(dir.join("hubspot.secret"), HUBSPOT_CLIENT_SECRET).unwrap();
-        std::fs::write(dir.join("mailchimp.secret"), MAILCHIMP_URL_SECRET).unwrap();
-        let path = dir.join("tandem.toml");
-        // Polling only at start: after that, changes arrive by webhook.
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("poll_interval_secs = 1\n", "poll_interval_secs = 3600\n")
-            .replace(
-                "[connectors.hubspot]\n",
-                "[connectors.hubspot]\nclient_secret_file = \"hubspot.secret\"\n",
-            )
-            .replace(
-                "[connectors.mailchimp]\n",
-                "[connectors.mailchimp]\nwebhook_secret_file = \"mailchimp.secret\"\n",
-            )
-            + &format!(
-                "\n[http]\nlisten = \"{}\"\npublic_url = \"{base}\"\n",
-                listener.local_addr().unwrap()
-            );
-        std::fs::write(&path, text).unwrap();
-        self.config = Config::load(&path).unwrap();
+        let setup = WebhookSetup::on(listener.local_addr().unwrap());
+        let workspace = Workspace {
+            hubspot_url: self.hubspot_url.clone(),
+            hubspot_token: HubSpotSimConfig::default().token,
+            mailchimp_url: self.mailchimp_url.clone(),
+            mailchimp_key: MailchimpSimConfig::default().api_key,
+            list_id: MailchimpSimConfig::default().list_id,
+            poll_interval_secs: 3600,
+            overlap_secs: 0,
+            hubspot_limits: ("off".into(), "off".into()),
+            webhooks: Some(setup),
+        };
+        self.config = Config::load(&write_workspace(self.dir.path(), &workspace).unwrap()).unwrap();
+        let setup = workspace.webhooks.expect("set above");
         let engine = std::sync::Arc::new(self.engine().await);
         let intake = tandem::http::Intake::new(&self.config, engine.clone()).unwrap();
         tokio::spawn(intake.serve(listener, shutdown.clone()));
         let runner = engine.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move { runner.run(stop, |_| {}).await.unwrap() });
-        let hubspot = self
-            .hubspot
-            .send_webhooks(&format!("{base}/webhooks/hubspot"), HUBSPOT_CLIENT_SECRET);
-        let mailchimp = self.mailchimp.send_webhooks(
-            &format!("{base}/webhooks/mailchimp?secret={MAILCHIMP_URL_SECRET}"),
-            None,
-            false,
-        );
+        let (hubspot, mailchimp) = setup.connect(&self.hubspot, &self.mailchimp);
         Webhooked {
             engine,
-            base,
+            base: setup.base_url(),
+            hubspot_secret: setup.hubspot_secret,
             hubspot,
             mailchimp,
         }
@@ -268,15 +254,11 @@ impl World {
     }
 }
 
-/// The webhook client secret of the test HubSpot app.
-pub const HUBSPOT_CLIENT_SECRET: &str = "hubspot-app-client-secret";
-/// The secret in the test Mailchimp webhook's URL.
-pub const MAILCHIMP_URL_SECRET: &str = "mailchimp-url-secret";
-
 /// A world whose engine runs and takes webhooks.
 pub struct Webhooked {
     pub engine: std::sync::Arc<tandem::engine::Engine>,
     pub base: String,
+    pub hubspot_secret: String,
     pub hubspot: tandem_core::sim::Webhooks,
     pub mailchimp: tandem_core::sim::Webhooks,
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use tandem_core::sim::Faults;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{HUBSPOT_CLIENT_SECRET, World, contact, eventually, member};
+use crate::support::{World, contact, eventually, member};
 
 const ADA: &str = "ada@example.com";
 
@@ -84,7 +84,7 @@ async fn forged_stale_and_oversized_webhooks_are_refused_and_redeliveries_count_
     };
     let sign = |timestamp: i64, body: &str| {
         tandem_hubspot::webhook::sign_v3(
-            HUBSPOT_CLIENT_SECRET,
+            &hooks.hubspot_secret,
             "POST",
             &url,
             body.as_bytes(),
