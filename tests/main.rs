@@ -5,6 +5,7 @@ mod cli;
 mod connectors;
 mod deletes;
 mod limits;
+mod mailchimp_tags;
 mod sims;
 mod support;
 mod sync;

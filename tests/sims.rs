@@ -5,7 +5,7 @@
 //! These tests state the vendor's behaviour, not the simulator's: where the two
 //! disagree the test fails, and the simulator is what needs fixing. They do not
 //! cover what the simulators deliberately leave out (webhooks, associations,
-//! property history, tags, rate limits) and they do not touch the engine.
+//! property history, rate limits) and they do not touch the engine.
 
 use reqwest::RequestBuilder;
 use serde_json::Value;
@@ -966,7 +966,10 @@ mod mailchimp {
 
     impl Audience {
         async fn start(members: Vec<SeedMember>) -> Audience {
-            let config = SimConfig::default();
+            Audience::with_config(SimConfig::default(), members).await
+        }
+
+        async fn with_config(config: SimConfig, members: Vec<SeedMember>) -> Audience {
             let (list, key) = (config.list_id.clone(), config.api_key.clone());
             let sim = MailchimpSim::new(config);
             sim.seed(Seed {
@@ -1031,6 +1034,40 @@ mod mailchimp {
         async fn batch(&self, body: Value) -> Answer {
             answer(self.authed(self.http.post(self.url(""))).json(&body)).await
         }
+
+        /// `GET /lists/{id}/members/{id}/tags` with a raw query string.
+        async fn tags(&self, id: &str, query: &str) -> Answer {
+            let url = format!("{}?{query}", self.url(&format!("/members/{id}/tags")));
+            answer(self.authed(self.http.get(url))).await
+        }
+
+        /// `POST /lists/{id}/members/{id}/tags`.
+        async fn tag(&self, id: &str, body: Value) -> Answer {
+            answer(
+                self.authed(self.http.post(self.url(&format!("/members/{id}/tags"))))
+                    .json(&body),
+            )
+            .await
+        }
+    }
+
+    /// The names of a member payload's `tags`, or of a tags collection, in order.
+    fn tag_names(body: &Value) -> Vec<String> {
+        body["tags"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no tags: {body}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// A tags body that sets each named tag to its status.
+    fn tag_changes(changes: &[(&str, &str)]) -> Value {
+        let tags: Vec<Value> = changes
+            .iter()
+            .map(|(name, status)| json!({ "name": name, "status": status }))
+            .collect();
+        json!({ "tags": tags, "is_syncing": true })
     }
 
     /// A seeded member with this status, changed at this time.
@@ -1810,5 +1847,332 @@ mod mailchimp {
         .await;
         assert_problem(&batch, 400, Some("JSON Parse Exception"));
         assert_problem(&audience.member(&hash).await, 404, None);
+    }
+
+    #[tokio::test]
+    async fn tags_are_added_and_removed_with_a_204_and_listed_with_ids_and_dates() {
+        // §2.4: `POST …/tags` adds `active` tags (creating unknown ones) and removes
+        // `inactive` ones, answering 204; `GET …/tags` lists `{id, name, date_added}`.
+        let audience = Audience::start(numbered(2)).await;
+        let ada = subscriber_hash("m00@example.com");
+        let bob = subscriber_hash("m01@example.com");
+
+        let added = audience
+            .tag(
+                &ada,
+                tag_changes(&[("customer", "active"), ("influencer", "active")]),
+            )
+            .await;
+        assert_eq!(added.status, 204, "{}", added.body);
+        assert!(added.body.is_null(), "no body: {}", added.body);
+
+        let listed = audience.tags(&ada, "").await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        assert_eq!(listed.body["total_items"], 2);
+        assert_eq!(tag_names(&listed.body), ["customer", "influencer"]);
+        for tag in listed.body["tags"].as_array().unwrap() {
+            assert!(tag["id"].is_u64(), "a numeric id: {tag}");
+            assert_offset_time(tag["date_added"].as_str().unwrap());
+        }
+
+        let member = audience.member(&ada).await.body;
+        assert_eq!(member["tags_count"], 2);
+        assert_eq!(tag_names(&member), ["customer", "influencer"]);
+        assert_eq!(member["tags"][0]["id"], listed.body["tags"][0]["id"]);
+        assert!(
+            member["tags"][0].get("date_added").is_none(),
+            "the member payload shows {{id, name}}: {member}"
+        );
+
+        // A tag is the audience's: another member gets the same id.
+        assert_eq!(
+            audience
+                .tag(&bob, tag_changes(&[("customer", "active")]))
+                .await
+                .status,
+            204
+        );
+        let bobs = audience.tags(&bob, "").await.body;
+        assert_eq!(bobs["tags"][0]["id"], listed.body["tags"][0]["id"]);
+
+        let removed = audience
+            .tag(
+                &ada,
+                tag_changes(&[
+                    ("customer", "inactive"),
+                    ("never-had", "inactive"),
+                    ("influencer", "active"),
+                ]),
+            )
+            .await;
+        assert_eq!(removed.status, 204, "{}", removed.body);
+        let member = audience.member(&ada).await.body;
+        assert_eq!(tag_names(&member), ["influencer"]);
+        assert_eq!(member["tags_count"], 1);
+        assert_eq!(tag_names(&audience.tags(&bob, "").await.body), ["customer"]);
+    }
+
+    #[tokio::test]
+    async fn the_tags_endpoint_takes_a_hash_contact_id_or_email_and_404s_a_missing_member() {
+        let audience = Audience::start(numbered(1)).await;
+        let hash = subscriber_hash("m00@example.com");
+        let contact_id = audience.member(&hash).await.body["contact_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        for (id, tag) in [
+            (hash.as_str(), "by-hash"),
+            (contact_id.as_str(), "by-contact-id"),
+            ("m00@example.com", "by-email"),
+        ] {
+            let added = audience.tag(id, tag_changes(&[(tag, "active")])).await;
+            assert_eq!(added.status, 204, "{id}: {}", added.body);
+            assert!(
+                tag_names(&audience.tags(id, "").await.body).contains(&tag.to_string()),
+                "{id}"
+            );
+        }
+        assert_eq!(audience.member(&hash).await.body["tags_count"], 3);
+
+        let nobody = subscriber_hash("nobody@example.com");
+        assert_problem(
+            &audience.tag(&nobody, tag_changes(&[("x", "active")])).await,
+            404,
+            Some("Resource Not Found"),
+        );
+        assert_problem(
+            &audience.tags(&nobody, "").await,
+            404,
+            Some("Resource Not Found"),
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tag_with_an_unknown_status_or_no_tags_array_is_a_400_invalid_resource() {
+        let audience = Audience::start(numbered(1)).await;
+        let hash = subscriber_hash("m00@example.com");
+
+        let unknown = audience
+            .tag(
+                &hash,
+                tag_changes(&[("customer", "active"), ("lead", "enabled")]),
+            )
+            .await;
+        assert_problem(&unknown, 400, Some("Invalid Resource"));
+        let missing = audience.tag(&hash, json!({ "is_syncing": true })).await;
+        assert_problem(&missing, 400, Some("Invalid Resource"));
+        let nameless = audience
+            .tag(&hash, json!({ "tags": [{ "status": "active" }] }))
+            .await;
+        assert_problem(&nameless, 400, Some("Invalid Resource"));
+        assert_eq!(
+            audience.member(&hash).await.body["tags_count"],
+            0,
+            "a refused request changes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_member_payload_shows_at_most_50_tags_and_the_endpoint_pages_them_all() {
+        // §2.2: the member payload shows at most 50 tags; `tags_count` counts them all.
+        let audience = Audience::start(numbered(1)).await;
+        let names: Vec<String> = (0..60).map(|i| format!("t{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let hash = audience.sim.set_tags("m00@example.com", &refs).unwrap();
+
+        let member = audience.member(&hash).await.body;
+        assert_eq!(member["tags_count"], 60);
+        assert_eq!(member["tags"].as_array().unwrap().len(), 50);
+
+        let first = audience.tags(&hash, "").await.body;
+        assert_eq!(first["total_items"], 60);
+        assert_eq!(
+            first["tags"].as_array().unwrap().len(),
+            10,
+            "count is 10 by default"
+        );
+        let all = audience.tags(&hash, "count=1000").await.body;
+        assert_eq!(tag_names(&all), names);
+        let last = audience.tags(&hash, "count=50&offset=50").await.body;
+        assert_eq!(tag_names(&last), names[50..]);
+        assert_problem(&audience.tags(&hash, "count=1001").await, 400, None);
+    }
+
+    #[tokio::test]
+    async fn members_are_created_with_tags_by_post_put_and_batch_subscribe() {
+        // §2.4: a created member may carry `tags: [names]`; batch subscribe adds them
+        // to existing members too, and with `sync_tags` they replace the old ones.
+        let audience = Audience::start(numbered(2)).await;
+
+        let posted = answer(
+            audience
+                .authed(audience.http.post(audience.url("/members")))
+                .json(&json!({ "email_address": "post@example.com", "status": "subscribed", "tags": ["web"] })),
+        )
+        .await;
+        assert_eq!(posted.status, 200, "{}", posted.body);
+        assert_eq!(tag_names(&posted.body), ["web"]);
+
+        let put = audience
+            .put(
+                &subscriber_hash("put@example.com"),
+                json!({ "email_address": "put@example.com", "status_if_new": "subscribed", "tags": ["crm", "lead"] }),
+            )
+            .await;
+        assert_eq!(put.status, 200, "{}", put.body);
+        assert_eq!(tag_names(&put.body), ["crm", "lead"]);
+        assert_eq!(put.body["tags_count"], 2);
+
+        let m00 = subscriber_hash("m00@example.com");
+        let m01 = subscriber_hash("m01@example.com");
+        audience.sim.set_tags("m00@example.com", &["old"]);
+        audience.sim.set_tags("m01@example.com", &["old"]);
+        let batch = audience
+            .batch(json!({
+                "members": [
+                    { "email_address": "batch@example.com", "status_if_new": "subscribed", "tags": ["crm"] },
+                    { "email_address": "m00@example.com", "status_if_new": "subscribed", "tags": ["crm"] },
+                ],
+                "update_existing": true,
+            }))
+            .await;
+        assert_eq!(batch.status, 200, "{}", batch.body);
+        assert_eq!(tag_names(&batch.body["new_members"][0]), ["crm"]);
+        assert_eq!(
+            tag_names(&batch.body["updated_members"][0]),
+            ["old", "crm"],
+            "added to the existing tags"
+        );
+        assert_eq!(tag_names(&audience.member(&m00).await.body), ["old", "crm"]);
+
+        let synced = audience
+            .batch(json!({
+                "members": [{ "email_address": "m01@example.com", "status_if_new": "subscribed", "tags": ["crm"] }],
+                "update_existing": true,
+                "sync_tags": true,
+            }))
+            .await;
+        assert_eq!(synced.status, 200, "{}", synced.body);
+        assert_eq!(tag_names(&audience.member(&m01).await.body), ["crm"]);
+    }
+
+    #[tokio::test]
+    async fn a_tag_change_advances_last_changed_unless_configured_not_to() {
+        // Mailchimp does not document this; `SimConfig::tags_change_last_changed` chooses.
+        for advances in [true, false] {
+            let config = SimConfig {
+                tags_change_last_changed: advances,
+                ..SimConfig::default()
+            };
+            let audience = Audience::with_config(config, vec![]).await;
+            let created = audience.subscribe("ada@example.com").await;
+            assert_eq!(created.status, 200, "{}", created.body);
+            let hash = subscriber_hash("ada@example.com");
+            let before = created.body["last_changed"].clone();
+
+            audience.sim.advance_clock(Duration::from_secs(2));
+            let added = audience
+                .tag(&hash, tag_changes(&[("customer", "active")]))
+                .await;
+            assert_eq!(added.status, 204, "{}", added.body);
+            let after = audience.member(&hash).await.body;
+            assert_eq!(tag_names(&after), ["customer"]);
+            assert_eq!(
+                after["last_changed"] != before,
+                advances,
+                "advances: {advances}, before {before}, after {}",
+                after["last_changed"]
+            );
+            let since = before
+                .as_str()
+                .unwrap()
+                .replace(':', "%3A")
+                .replace('+', "%2B");
+            let listed = audience
+                .members(&format!("since_last_changed={since}"))
+                .await;
+            assert_eq!(
+                listed.body["total_items"],
+                u64::from(advances),
+                "the tagged member is listed as changed only if last_changed moved"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tag_names_match_without_regard_to_case_unless_configured_not_to() {
+        // Reported by third parties, not documented: `SimConfig::tag_names_ignore_case` chooses.
+        for ignore_case in [true, false] {
+            let config = SimConfig {
+                tag_names_ignore_case: ignore_case,
+                ..SimConfig::default()
+            };
+            let audience = Audience::with_config(config, numbered(1)).await;
+            let hash = subscriber_hash("m00@example.com");
+            audience.sim.set_tags("m00@example.com", &["VIP"]);
+
+            let added = audience.tag(&hash, tag_changes(&[("vip", "active")])).await;
+            assert_eq!(added.status, 204, "{}", added.body);
+            let expected: &[&str] = if ignore_case {
+                &["VIP"]
+            } else {
+                &["VIP", "vip"]
+            };
+            assert_eq!(tag_names(&audience.tags(&hash, "").await.body), expected);
+
+            let removed = audience
+                .tag(&hash, tag_changes(&[("vip", "inactive")]))
+                .await;
+            assert_eq!(removed.status, 204, "{}", removed.body);
+            let expected: &[&str] = if ignore_case { &[] } else { &["VIP"] };
+            assert_eq!(tag_names(&audience.tags(&hash, "").await.body), expected);
+        }
+    }
+
+    #[tokio::test]
+    async fn tag_changes_send_no_member_webhooks() {
+        // Mailchimp's member webhooks are subscribe, unsubscribe, profile, cleaned and
+        // upemail (§2.9); adding or removing a tag is none of them.
+        use std::sync::{Arc, Mutex};
+
+        let received: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = received.clone();
+        let receiver = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: String| {
+                let sink = sink.clone();
+                async move { sink.lock().unwrap().push(body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+        let audience = Audience::start(numbered(1)).await;
+        let hash = subscriber_hash("m00@example.com");
+        audience
+            .sim
+            .send_webhooks(&format!("http://{address}/hook?secret=s"), None, true);
+        let added = audience
+            .tag(&hash, tag_changes(&[("customer", "active")]))
+            .await;
+        assert_eq!(added.status, 204, "{}", added.body);
+        audience.sim.set_tags("m00@example.com", &["vip"]);
+        // A profile change afterwards: deliveries go out in order, so once it has
+        // arrived, any event the tag changes had sent would have arrived before it.
+        audience.sim.edit("m00@example.com", &[("FNAME", "Ada")]);
+        crate::support::eventually("the profile event arrives", || {
+            !received.lock().unwrap().is_empty()
+        })
+        .await;
+        let events = received.lock().unwrap().clone();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].starts_with("type=profile&"), "{events:?}");
+        assert_eq!(
+            tag_names(&audience.member(&hash).await.body),
+            ["vip"],
+            "the tags did change"
+        );
     }
 }

@@ -1,12 +1,20 @@
 //! The Mailchimp Marketing v3 client for one audience: listing members by
-//! `last_changed`, lookups by subscriber hash, batch subscribe for creates and
-//! PATCH for updates.
+//! `last_changed`, lookups by subscriber hash, batch subscribe for creates,
+//! PATCH for updates, and the member tags endpoint for tags.
 //!
 //! Polling sorts by `last_changed`, newest first, and pages by offset from the
 //! watermark minus an overlap window. Newest first means a member edited while
 //! we page moves to a page already read, so it comes again on the next poll
 //! instead of shifting another member out of sight. Creates never touch an
 //! existing member's consent: they send `status_if_new`, never `status`.
+//!
+//! Tags are written as a difference: the member's current tags (from the
+//! PATCH, GET or batch answer) against the wanted set, sent to
+//! `POST …/members/{id}/tags` with `is_syncing` so that tag automations stay
+//! quiet; then the member is read again. Names compare without regard to case,
+//! so a tag spelled differently is kept rather than removed. The member payload
+//! shows at most 50 tags; for a member with more, the tags endpoint is read
+//! before the member becomes a record.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,9 +33,10 @@ use tandem_core::{
 };
 
 use crate::model::{
-    BatchMember, BatchSubscribe, BatchSubscribeResponse, Member, MembersPage, Problem,
+    BatchMember, BatchSubscribe, BatchSubscribeResponse, Member, MemberTags, MembersPage, Problem,
+    TagChange, TagChanges,
 };
-use crate::{KEY_FIELD, VENDOR, merge_tag_of, subscriber_hash};
+use crate::{KEY_FIELD, TAGS_FIELD, VENDOR, merge_tag_of, subscriber_hash};
 
 /// Most members of one batch subscribe.
 pub const BATCH_LIMIT: usize = 500;
@@ -176,7 +185,8 @@ impl MailchimpClient {
                 if response.status() == StatusCode::NOT_FOUND {
                     return Ok(None);
                 }
-                to_record(read_json(expect_ok(response).await?).await?).map(Some)
+                let member = read_json(expect_ok(response).await?).await?;
+                to_record(client.complete_tags(member).await?).map(Some)
             });
         }
         let mut found = Vec::new();
@@ -193,6 +203,113 @@ impl MailchimpClient {
     /// A member's path, by subscriber hash, `contact_id` or email address.
     fn member_path(&self, hash: &str) -> String {
         format!("/lists/{}/members/{hash}", self.list)
+    }
+
+    /// Read one member (by subscriber hash or `contact_id`) with all its tags.
+    async fn read_member(&self, id: &str) -> Result<Member, ConnectorError> {
+        let response = self
+            .kit
+            .send(self.request(reqwest::Method::GET, &self.member_path(id)))
+            .await?;
+        let member = read_json(expect_ok(response).await?).await?;
+        self.complete_tags(member).await
+    }
+
+    /// The member with every tag: the payload shows at most 50 (`tags_count`
+    /// counts them all), so for a member with more the tags endpoint is paged.
+    async fn complete_tags(&self, mut member: Member) -> Result<Member, ConnectorError> {
+        if member.has_all_tags() {
+            return Ok(member);
+        }
+        let path = format!("{}/tags", self.member_path(&member_key(&member)));
+        let mut tags = Vec::new();
+        loop {
+            let query = [
+                ("count", "1000".to_string()),
+                ("offset", tags.len().to_string()),
+            ];
+            let response = self
+                .kit
+                .send(self.request(reqwest::Method::GET, &path).query(&query))
+                .await?;
+            let page: MemberTags = read_json(expect_ok(response).await?).await?;
+            let read = page.tags.len();
+            tags.extend(page.tags);
+            if read == 0 || tags.len() as u64 >= page.total_items {
+                break;
+            }
+        }
+        member.tags_count = Some(tags.len() as u64);
+        member.tags = Some(tags);
+        Ok(member)
+    }
+
+    /// [`Self::complete_tags`] for every member of a page that needs it,
+    /// concurrently within the connection limit; the order is kept.
+    async fn complete_all(&self, members: Vec<Member>) -> Result<Vec<Member>, ConnectorError> {
+        if members.iter().all(Member::has_all_tags) {
+            return Ok(members);
+        }
+        let mut slots: Vec<Option<Member>> = Vec::with_capacity(members.len());
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, member) in members.into_iter().enumerate() {
+            if member.has_all_tags() {
+                slots.push(Some(member));
+            } else {
+                slots.push(None);
+                let client = self.clone();
+                tasks.spawn(async move { (i, client.complete_tags(member).await) });
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (i, member) = joined.map_err(|e| ConnectorError::Protocol {
+                vendor: VENDOR,
+                message: format!("read task failed: {e}"),
+            })?;
+            slots[i] = Some(member?);
+        }
+        Ok(slots
+            .into_iter()
+            .map(|m| m.expect("every member is complete"))
+            .collect())
+    }
+
+    /// Make a member's tags the wanted set, if the write names one: add and
+    /// remove the difference with the tags endpoint, then read the member again
+    /// so the outcome shows the tags (and `last_changed`) as Mailchimp now has them.
+    async fn settle_tags(
+        &self,
+        member: Member,
+        wanted: Option<&[String]>,
+    ) -> Result<Member, ConnectorError> {
+        let member = self.complete_tags(member).await?;
+        let Some(wanted) = wanted else {
+            return Ok(member);
+        };
+        let current: Vec<&str> = member
+            .tags
+            .iter()
+            .flatten()
+            .map(|tag| tag.name.as_str())
+            .collect();
+        let changes = tag_changes(&current, wanted);
+        if changes.is_empty() {
+            return Ok(member);
+        }
+        // The contact id, as for PATCH: it names the member even if its email just changed.
+        let id = member_key(&member);
+        let body = TagChanges {
+            tags: changes,
+            // A sync, not a person's decision: tag-triggered automations do not fire.
+            is_syncing: Some(true),
+        };
+        let path = format!("{}/tags", self.member_path(&id));
+        let response = self
+            .kit
+            .send(self.request(reqwest::Method::POST, &path).json(&body))
+            .await?;
+        expect_ok(response).await?;
+        self.read_member(&id).await
     }
 
     async fn page(
@@ -224,13 +341,25 @@ impl MailchimpClient {
     }
 
     async fn create_chunk(&self, writes: &[&Write]) -> Result<Vec<WriteOutcome>, ConnectorError> {
-        let members = writes
-            .iter()
-            .map(|write| self.batch_member(write))
-            .collect();
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; writes.len()];
+        let mut wanted: Vec<Option<Vec<String>>> = vec![None; writes.len()];
+        let mut members = Vec::new();
+        for (i, write) in writes.iter().enumerate() {
+            match wanted_tags(write) {
+                Ok(tags) => {
+                    members.push(self.batch_member(write, tags.as_deref()));
+                    wanted[i] = tags;
+                }
+                Err(error) => outcomes[i] = Some(Err(error)),
+            }
+        }
+        if members.is_empty() {
+            return Ok(outcomes.into_iter().flatten().collect());
+        }
         let body = BatchSubscribe {
             members,
             update_existing: true,
+            // Tags are added to an existing member's; the tags endpoint removes the rest.
             sync_tags: None,
         };
         let path = format!("/lists/{}?skip_merge_validation=true", self.list);
@@ -255,26 +384,58 @@ impl MailchimpClient {
                 failed.insert(key, message);
             }
         }
-        Ok(writes
-            .iter()
-            .map(|write| match done.remove(&write.key) {
-                Some(member) => to_record(member),
-                None => Err(ConnectorError::Rejected {
-                    vendor: VENDOR,
-                    status: 200,
-                    message: failed.remove(&write.key).unwrap_or_else(|| {
-                        "the batch response did not mention this member".to_string()
-                    }),
-                }),
-            })
+        // A member that existed already keeps tags the write does not want: those
+        // are removed one member at a time, concurrently within the connection limit.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, write) in writes.iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
+            match done.remove(&write.key) {
+                Some(member) => {
+                    let (client, wanted) = (self.clone(), wanted[i].take());
+                    tasks.spawn(async move {
+                        let member = client.settle_tags(member, wanted.as_deref()).await;
+                        (i, member.and_then(to_record))
+                    });
+                }
+                None => {
+                    outcomes[i] = Some(Err(ConnectorError::Rejected {
+                        vendor: VENDOR,
+                        status: 200,
+                        message: failed.remove(&write.key).unwrap_or_else(|| {
+                            "the batch response did not mention this member".to_string()
+                        }),
+                    }))
+                }
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (i, outcome) = joined.map_err(|e| ConnectorError::Protocol {
+                vendor: VENDOR,
+                message: format!("write task failed: {e}"),
+            })?;
+            // As in `apply`: a failure of the whole service fails the call (creates
+            // upsert, so the retry is safe); a rejection belongs to the record.
+            match outcome {
+                Err(error) if error.kind() != tandem_core::ErrorKind::BadRecord => {
+                    return Err(error);
+                }
+                outcome => outcomes[i] = Some(outcome),
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.expect("every create has an outcome"))
             .collect())
     }
 
-    fn batch_member(&self, write: &Write) -> BatchMember {
+    fn batch_member(&self, write: &Write, tags: Option<&[String]>) -> BatchMember {
         let body = member_body(write);
         let mut member = BatchMember {
             email_address: write.key.clone(),
             status_if_new: Some(self.status_if_new.clone()),
+            tags: tags.map(<[String]>::to_vec).unwrap_or_default(),
             ..BatchMember::default()
         };
         for (name, value) in body {
@@ -319,14 +480,25 @@ impl MailchimpClient {
         })
     }
 
+    /// PATCH the member's fields, then settle its tags if the write names them.
+    /// A write of tags alone reads the member instead of sending an empty PATCH.
     async fn update_one(&self, id: &str, write: &Write) -> WriteOutcome {
-        let body = Value::Object(member_body(write));
-        let path = format!("{}?skip_merge_validation=true", self.member_path(id));
-        let response = self
-            .kit
-            .send(self.request(reqwest::Method::PATCH, &path).json(&body))
-            .await?;
-        to_record(read_json(expect_ok(response).await?).await?)
+        let wanted = wanted_tags(write)?;
+        let body = member_body(write);
+        let member = if body.is_empty() && wanted.is_some() {
+            self.read_member(id).await?
+        } else {
+            let path = format!("{}?skip_merge_validation=true", self.member_path(id));
+            let response = self
+                .kit
+                .send(
+                    self.request(reqwest::Method::PATCH, &path)
+                        .json(&Value::Object(body)),
+                )
+                .await?;
+            read_json(expect_ok(response).await?).await?
+        };
+        to_record(self.settle_tags(member, wanted.as_deref()).await?)
     }
 }
 
@@ -390,8 +562,9 @@ impl Connector for MailchimpClient {
             newest
         };
         let read = offset as u64 + page.members.len() as u64;
-        let records = page
-            .members
+        let records = self
+            .complete_all(page.members)
+            .await?
             .into_iter()
             .map(to_record)
             .collect::<Result<Vec<_>, _>>()?;
@@ -485,10 +658,14 @@ impl Connector for MailchimpClient {
 }
 
 /// A write's fields as a member body: `merge_fields.X` nested, empty as `""`.
+/// Tags are left out: they go to the tags endpoint (or a batch member's `tags`).
 fn member_body(write: &Write) -> Map<String, Value> {
     let mut body = Map::new();
     let mut merge = Map::new();
     for (path, value) in &write.fields {
+        if path == TAGS_FIELD {
+            continue;
+        }
         let value = if value.is_null() {
             Value::String(String::new())
         } else {
@@ -509,8 +686,87 @@ fn member_body(write: &Write) -> Map<String, Value> {
     body
 }
 
+/// The tags a write asks for, if it writes `tags`: a JSON array of names, with
+/// null or `""` for none. Names are trimmed; blank names and repeats (ignoring
+/// case, as Mailchimp compares tags) are dropped.
+fn wanted_tags(write: &Write) -> Result<Option<Vec<String>>, ConnectorError> {
+    let Some(value) = write.fields.get(TAGS_FIELD) else {
+        return Ok(None);
+    };
+    let refuse = |what: String| ConnectorError::Rejected {
+        vendor: VENDOR,
+        status: 0,
+        message: format!(
+            "`{TAGS_FIELD}` must be an array of tag names (or null for none); got {what}"
+        ),
+    };
+    let items = match value {
+        Value::Null => return Ok(Some(Vec::new())),
+        Value::String(text) if text.trim().is_empty() => return Ok(Some(Vec::new())),
+        Value::Array(items) => items,
+        other => return Err(refuse(other.to_string())),
+    };
+    let mut names: Vec<String> = Vec::new();
+    for item in items {
+        let name = item
+            .as_str()
+            .ok_or_else(|| refuse(format!("an array holding {item}")))?
+            .trim();
+        if !name.is_empty() && !names.iter().any(|n| same_tag(n, name)) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(Some(names))
+}
+
+/// Whether two tag names name the same tag. Mailchimp is reported to match tag
+/// names without regard to case [unverified]; comparing that way never removes
+/// a tag that a write wants under another spelling.
+fn same_tag(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
+}
+
+/// The changes that turn a member's `current` tags into `wanted`: removals
+/// (`inactive`) then additions (`active`), each sorted by name.
+fn tag_changes(current: &[&str], wanted: &[String]) -> Vec<TagChange> {
+    let mut remove: Vec<&str> = current
+        .iter()
+        .copied()
+        .filter(|name| !wanted.iter().any(|w| same_tag(w, name)))
+        .collect();
+    remove.sort_unstable();
+    remove.dedup();
+    let mut add: Vec<&str> = wanted
+        .iter()
+        .map(String::as_str)
+        .filter(|name| !current.iter().any(|c| same_tag(c, name)))
+        .collect();
+    add.sort_unstable();
+    let change = |name: &str, status: &str| TagChange {
+        name: name.to_string(),
+        status: status.to_string(),
+    };
+    remove
+        .into_iter()
+        .map(|name| change(name, "inactive"))
+        .chain(add.into_iter().map(|name| change(name, "active")))
+        .collect()
+}
+
+/// The member's `contact_id`, which survives a change of email address and
+/// which Mailchimp accepts in a member's path; the subscriber hash if it has none.
+fn member_key(member: &Member) -> String {
+    member
+        .extra
+        .get("contact_id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map_or_else(|| member.id.clone(), String::from)
+}
+
 /// A member as a [`Record`]: member fields by name, merge fields as
-/// `merge_fields.<TAG>`, and the `contact_id` as its id.
+/// `merge_fields.<TAG>`, `tags` as the sorted names of its tags (only when the
+/// payload lists them all), and the `contact_id` as its id.
 pub fn to_record(member: Member) -> Result<Record, ConnectorError> {
     let updated_at =
         parse_rfc3339(&member.last_changed).ok_or_else(|| ConnectorError::Protocol {
@@ -520,6 +776,10 @@ pub fn to_record(member: Member) -> Result<Record, ConnectorError> {
                 member.id, member.last_changed
             ),
         })?;
+    let all_tags = member.has_all_tags();
+    // The contact id stays when the email address (and with it the subscriber
+    // hash) changes, and Mailchimp accepts it in a member's path.
+    let id = member_key(&member);
     let mut fields = tandem_core::FieldMap::new();
     for (tag, value) in member.merge_fields {
         let value = match value {
@@ -543,14 +803,20 @@ pub fn to_record(member: Member) -> Result<Record, ConnectorError> {
         Value::String(member.email_address.clone()),
     );
     fields.insert("status".into(), Value::String(member.status.clone()));
-    // The contact id stays when the email address (and with it the subscriber
-    // hash) changes, and Mailchimp accepts it in a member's path.
-    let id = member
-        .extra
-        .get("contact_id")
-        .and_then(Value::as_str)
-        .filter(|id| !id.is_empty())
-        .map_or(member.id, String::from);
+    // A payload that shows only some of the member's tags gives no `tags` at all:
+    // a missing path is unknown, while a short list would read as tags removed.
+    if all_tags {
+        let names: std::collections::BTreeSet<&str> = member
+            .tags
+            .iter()
+            .flatten()
+            .map(|tag| tag.name.as_str())
+            .collect();
+        fields.insert(
+            TAGS_FIELD.into(),
+            Value::Array(names.into_iter().map(Value::from).collect()),
+        );
+    }
     Ok(Record {
         id,
         key: Some(member.email_address),
@@ -631,6 +897,88 @@ mod tests {
             MailchimpThrottle.refusal(reqwest::StatusCode::TOO_MANY_REQUESTS, &headers, b""),
             Some(Throttle::Retry(None))
         );
+    }
+
+    fn write_with_tags(value: Value) -> Write {
+        Write {
+            op: WriteOp::Create,
+            key: "ada@example.com".into(),
+            fields: [(TAGS_FIELD.to_string(), value)].into(),
+        }
+    }
+
+    #[test]
+    fn written_tags_are_an_array_of_names_and_null_or_empty_means_none() {
+        let wanted = |value: Value| wanted_tags(&write_with_tags(value));
+        assert_eq!(wanted(Value::Null).unwrap(), Some(vec![]));
+        assert_eq!(wanted(Value::from("")).unwrap(), Some(vec![]));
+        assert_eq!(
+            wanted(serde_json::json!([" vip ", "VIP", "", "lead"])).unwrap(),
+            Some(vec!["vip".to_string(), "lead".to_string()])
+        );
+        for bad in [serde_json::json!("vip;lead"), serde_json::json!([1])] {
+            let error = wanted(bad).unwrap_err();
+            assert_eq!(error.kind(), tandem_core::ErrorKind::BadRecord, "{error}");
+        }
+        let untouched = Write {
+            fields: tandem_core::FieldMap::new(),
+            ..write_with_tags(Value::Null)
+        };
+        assert_eq!(wanted_tags(&untouched).unwrap(), None);
+        assert!(
+            member_body(&write_with_tags(serde_json::json!(["vip"]))).is_empty(),
+            "tags never go in a member body"
+        );
+    }
+
+    #[test]
+    fn tags_are_written_as_the_difference_and_a_respelled_tag_is_kept() {
+        let wanted = ["vip".to_string(), "new".to_string(), "kept".to_string()];
+        let changes = tag_changes(&["kept", "VIP", "old", "older"], &wanted);
+        let named: Vec<(&str, &str)> = changes
+            .iter()
+            .map(|c| (c.name.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("old", "inactive"),
+                ("older", "inactive"),
+                ("new", "active")
+            ]
+        );
+        assert!(tag_changes(&["a", "b"], &["b".into(), "a".into()]).is_empty());
+    }
+
+    #[test]
+    fn a_member_payload_with_part_of_its_tags_gives_no_tags_path() {
+        let member = |names: &[&str], count: u64| Member {
+            id: subscriber_hash("ada@example.com"),
+            email_address: "ada@example.com".into(),
+            status: "subscribed".into(),
+            merge_fields: Default::default(),
+            last_changed: "2026-03-01T09:00:00+00:00".into(),
+            tags: Some(
+                names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| crate::model::Tag {
+                        id: i as u64,
+                        name: name.to_string(),
+                        date_added: None,
+                    })
+                    .collect(),
+            ),
+            tags_count: Some(count),
+            extra: Default::default(),
+        };
+        let tags = |m: Member| to_record(m).unwrap().fields.get(TAGS_FIELD).cloned();
+        assert_eq!(
+            tags(member(&["vip", "Lead", "vip"], 3)),
+            Some(serde_json::json!(["Lead", "vip"]))
+        );
+        assert_eq!(tags(member(&[], 0)), Some(serde_json::json!([])));
+        assert_eq!(tags(member(&["vip"], 51)), None);
     }
 
     #[test]

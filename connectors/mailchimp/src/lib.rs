@@ -3,9 +3,12 @@
 //! an in-memory simulator of the same API ([`sim`]).
 //!
 //! Records use the member's own field names as paths (`email_address`,
-//! `status`, `language`, `vip`) and `merge_fields.<TAG>` for merge fields. The
-//! record id is the member's `contact_id`, which survives a change of email
-//! address (the subscriber hash does not); the match key is `email_address`.
+//! `status`, `language`, `vip`), `merge_fields.<TAG>` for merge fields, and
+//! `tags` for the member's tags: a sorted array of tag names, written through
+//! Mailchimp's member tags endpoint. The record id is the member's
+//! `contact_id`, which survives a change of email address (the subscriber
+//! hash does not); the match key is `email_address`. Interests, notes,
+//! marketing permissions and events are not supported.
 
 pub mod client;
 pub mod model;
@@ -21,8 +24,17 @@ pub use client::{MailchimpClient, MailchimpConfig};
 pub const VENDOR: &str = "mailchimp";
 /// The member field that holds the match key.
 pub const KEY_FIELD: &str = "email_address";
+/// The record path of a member's tags: an array of tag names.
+pub const TAGS_FIELD: &str = "tags";
 /// Member fields a policy may map besides merge fields.
-pub const MEMBER_FIELDS: [&str; 5] = ["email_address", "status", "email_type", "language", "vip"];
+pub const MEMBER_FIELDS: [&str; 6] = [
+    "email_address",
+    "status",
+    "email_type",
+    "language",
+    "vip",
+    TAGS_FIELD,
+];
 
 const MERGE_PREFIX: &str = "merge_fields.";
 
@@ -77,6 +89,8 @@ mod tests {
     fn paths_are_member_fields_or_merge_tags() {
         assert!(check_path("merge_fields.FNAME").is_ok());
         assert!(check_path("status").is_ok());
+        assert!(check_path("tags").is_ok());
+        assert!(check_path("tags.vip").is_err());
         assert!(check_path("merge_fields.fname").is_err());
         assert!(check_path("properties.firstname").is_err());
     }

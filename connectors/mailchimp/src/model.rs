@@ -21,9 +21,70 @@ pub struct Member {
     /// When the member last changed, ISO 8601 with offset.
     #[serde(default)]
     pub last_changed: String,
+    /// The member's tags; the payload shows at most 50 of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    /// How many tags the member has, including any the payload leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags_count: Option<u64>,
     /// Every other field as the API returned it.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+impl Member {
+    /// Whether the payload lists every tag of the member: it shows at most 50,
+    /// and `tags_count` counts them all.
+    pub fn has_all_tags(&self) -> bool {
+        match (&self.tags, self.tags_count) {
+            (Some(tags), Some(count)) => tags.len() as u64 >= count,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+}
+
+/// A tag on a member: in the member payload `{id, name}`, from the tags
+/// endpoint also `date_added`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tag {
+    /// The tag's id in the audience.
+    #[serde(default)]
+    pub id: u64,
+    /// The tag's name.
+    pub name: String,
+    /// When the tag was added to the member, ISO 8601 with offset (tags endpoint only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_added: Option<String>,
+}
+
+/// `GET /lists/{list_id}/members/{subscriber_hash}/tags`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberTags {
+    /// The tags of this page.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+    /// The member's tags across pages.
+    pub total_items: u64,
+}
+
+/// Body of `POST /lists/{list_id}/members/{subscriber_hash}/tags` (answered 204).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagChanges {
+    /// Tags to add (`active`) or remove (`inactive`); an unknown active tag is created.
+    pub tags: Vec<TagChange>,
+    /// Whether automations triggered by these tags stay quiet (true: a sync, not a person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_syncing: Option<bool>,
+}
+
+/// One tag to add or remove.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TagChange {
+    /// The tag's name.
+    pub name: String,
+    /// `active` to add the tag, `inactive` to remove it.
+    pub status: String,
 }
 
 /// `GET /lists/{list_id}/members`.
@@ -53,6 +114,9 @@ pub struct BatchMember {
     /// Merge field values by tag.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub merge_fields: BTreeMap<String, Value>,
+    /// Tags to add to the member (all of them, with the batch's `sync_tags`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// Other member fields (`language`, `vip`, `email_type`).
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -165,6 +229,8 @@ mod tests {
             member.extra["contact_id"],
             "a4d9e8f7c6b5a4d3e2f1a0b9c8d7e6f5"
         );
+        assert_eq!(member.tags, Some(vec![]));
+        assert!(member.has_all_tags());
         let back = serde_json::to_value(&member).unwrap();
         assert_eq!(
             back["timestamp_signup"], "",

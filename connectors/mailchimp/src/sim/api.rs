@@ -1,11 +1,11 @@
 //! HTTP handlers of the Mailchimp simulator: routing under `/3.0`, auth,
-//! request parsing, `fields`/`exclude_fields`, and `problem+json` errors. The
-//! audience's rules live in `state`.
+//! request parsing, `fields`/`exclude_fields`, `problem+json` errors, and the
+//! request journal tests can read. The audience's rules live in `state`.
 
 use std::collections::{BTreeMap, HashSet};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -16,9 +16,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tandem_core::clock::parse_rfc3339;
 
-use super::MailchimpSim;
 use super::state::{Rejection, STATUSES};
-use crate::model::{BatchError, BatchSubscribe, BatchSubscribeResponse, FieldError, Problem};
+use super::{MailchimpSim, SimRequest};
+use crate::model::{
+    BatchError, BatchSubscribe, BatchSubscribeResponse, FieldError, Problem, TagChanges,
+};
 use crate::subscriber_hash;
 
 type Params = Query<Vec<(String, String)>>;
@@ -40,6 +42,10 @@ pub fn router(sim: MailchimpSim) -> Router {
             axum::routing::post(delete_permanently),
         )
         .route(
+            "/lists/{list_id}/members/{hash}/tags",
+            get(member_tags).post(change_member_tags),
+        )
+        .route(
             "/lists/{list_id}/members/{hash}",
             get(read_member)
                 .put(put_member)
@@ -47,6 +53,7 @@ pub fn router(sim: MailchimpSim) -> Router {
                 .delete(archive_member),
         )
         .fallback(|| async { problem(&Rejection::not_found()) })
+        .layer(middleware::from_fn_with_state(sim.clone(), journal))
         .layer(middleware::from_fn_with_state(sim.clone(), lose_answers))
         .layer(middleware::from_fn_with_state(
             sim.clone(),
@@ -95,6 +102,29 @@ async fn stamp_date(State(sim): State<MailchimpSim>, request: Request, next: Nex
         response.headers_mut().insert(header::DATE, value);
     }
     response
+}
+
+/// Keep a copy of each request once a test asked for them; the body is read
+/// whole and handed on unchanged.
+async fn journal(State(sim): State<MailchimpSim>, request: Request, next: Next) -> Response {
+    if sim.lock().journal.is_none() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return reject(400, "Bad Request", "The request body could not be read.");
+    };
+    let entry = SimRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    };
+    if let Some(journal) = sim.lock().journal.as_mut() {
+        journal.push(entry);
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// The fault a test asked for: a write is applied, then its answer is replaced by a 500,
@@ -220,6 +250,31 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// `count` (default 10, at most `max`) and `offset` (default 0) of a collection.
+fn count_and_offset(params: &[(String, String)], max: u32) -> Result<(usize, usize), Response> {
+    let number = |name: &str, default: u32| -> Result<u32, Response> {
+        match param(params, name) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| {
+                reject(
+                    400,
+                    "Invalid Resource",
+                    format!("{name} must be a non-negative integer"),
+                )
+            }),
+        }
+    };
+    let (count, offset) = (number("count", 10)?, number("offset", 0)?);
+    if count > max {
+        return Err(reject(
+            400,
+            "Invalid Resource",
+            format!("count must be at most {max}"),
+        ));
+    }
+    Ok((count as usize, offset as usize))
+}
+
 fn check_list(sim: &MailchimpSim, list_id: &str) -> Result<(), Response> {
     if list_id == sim.config.list_id {
         Ok(())
@@ -339,29 +394,10 @@ async fn list_members(
     if let Err(response) = check_list(&sim, &list_id) {
         return response;
     }
-    let number = |name: &str, default: u32| -> Result<u32, Response> {
-        match param(&params, name) {
-            None => Ok(default),
-            Some(text) => text.parse().map_err(|_| {
-                reject(
-                    400,
-                    "Invalid Resource",
-                    format!("{name} must be a non-negative integer"),
-                )
-            }),
-        }
+    let (count, offset) = match count_and_offset(&params, sim.config.max_count) {
+        Ok(pair) => pair,
+        Err(response) => return response,
     };
-    let (count, offset) = match (number("count", 10), number("offset", 0)) {
-        (Ok(count), Ok(offset)) => (count as usize, offset as usize),
-        (Err(response), _) | (_, Err(response)) => return response,
-    };
-    if count > sim.config.max_count as usize {
-        return reject(
-            400,
-            "Invalid Resource",
-            format!("count must be at most {}", sim.config.max_count),
-        );
-    }
     let time = |name: &str| -> Result<Option<i64>, Response> {
         match param(&params, name) {
             None => Ok(None),
@@ -486,8 +522,16 @@ struct MemberBody {
     status_if_new: Option<String>,
     #[serde(default)]
     merge_fields: BTreeMap<String, Value>,
+    /// Tags for a new member; an existing member's tags change only through the tags endpoint.
+    #[serde(default)]
+    tags: Vec<String>,
     #[serde(flatten)]
     extra: BTreeMap<String, Value>,
+}
+
+/// Tag names as changes that add them.
+fn adding(tags: &[String]) -> Vec<(String, bool)> {
+    tags.iter().map(|name| (name.clone(), true)).collect()
 }
 
 fn skip_merge_validation(params: &[(String, String)]) -> bool {
@@ -539,8 +583,15 @@ async fn create_member(
     }
     // An archived member is re-added, keeping its history.
     let hash = match archived {
-        Some(hash) => state.update_with(&hash, None, Some(status), body.merge_fields, &body.extra),
-        None => state.create(email, status, body.merge_fields, &body.extra),
+        Some(hash) => state.update_with(
+            &hash,
+            None,
+            Some(status),
+            body.merge_fields,
+            &body.extra,
+            &adding(&body.tags),
+        ),
+        None => state.create(email, status, body.merge_fields, &body.extra, &body.tags),
     };
     let member = state.render(state.get(&hash).expect("just created"));
     axum::Json(member).into_response()
@@ -595,6 +646,7 @@ async fn put_member(
                     body.status.as_deref(),
                     body.merge_fields,
                     &body.extra,
+                    &[],
                 )
             }),
         None => {
@@ -606,7 +658,9 @@ async fn put_member(
             } else if let Some(status) = new_status {
                 state
                     .validate(Some(&email), Some(status), &body.merge_fields, true, skip)
-                    .map(|()| state.create(&email, status, body.merge_fields, &body.extra))
+                    .map(|()| {
+                        state.create(&email, status, body.merge_fields, &body.extra, &body.tags)
+                    })
             } else {
                 Err(Rejection::invalid(
                     "The resource submitted could not be validated. For field-specific details, see the 'errors' array.",
@@ -669,8 +723,98 @@ async fn patch_member(
         body.status.as_deref(),
         body.merge_fields,
         &body.extra,
+        &[],
     );
     axum::Json(state.render(state.get(&hash).expect("just written"))).into_response()
+}
+
+/// `GET …/members/{hash}/tags`: the member's tags with ids and the dates they
+/// were added, paged with `count` and `offset`.
+async fn member_tags(
+    State(sim): State<MailchimpSim>,
+    Path((list_id, hash)): Path<(String, String)>,
+    Query(params): Params,
+) -> Response {
+    if let Err(response) = check_list(&sim, &list_id) {
+        return response;
+    }
+    let (count, offset) = match count_and_offset(&params, 1000) {
+        Ok(pair) => pair,
+        Err(response) => return response,
+    };
+    let state = sim.lock();
+    let Some(member) = state.get(&hash) else {
+        return problem(&Rejection::not_found());
+    };
+    let tags: Vec<Value> = member
+        .tags
+        .iter()
+        .skip(offset)
+        .take(count)
+        .map(|tag| {
+            json!({
+                "id": tag.id,
+                "name": tag.name,
+                "date_added": tandem_core::clock::format_seconds_offset(tag.added),
+            })
+        })
+        .collect();
+    let body = json!({ "tags": tags, "total_items": member.tags.len(), "_links": [] });
+    match select(body, &params) {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `POST …/members/{hash}/tags`: add (`active`) and remove (`inactive`) tags,
+/// creating unknown active tags; 204 with no body.
+async fn change_member_tags(
+    State(sim): State<MailchimpSim>,
+    Path((list_id, hash)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if let Err(response) = check_list(&sim, &list_id) {
+        return response;
+    }
+    let body: TagChanges = match parse_body(&body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let mut errors = Vec::new();
+    for (index, tag) in body.tags.iter().enumerate() {
+        if !matches!(tag.status.as_str(), "active" | "inactive") {
+            errors.push(FieldError {
+                field: format!("tags.{index}.status"),
+                message: format!(
+                    "Status must be one of: active, inactive; got {:?}",
+                    tag.status
+                ),
+            });
+        }
+        if tag.name.trim().is_empty() {
+            errors.push(FieldError {
+                field: format!("tags.{index}.name"),
+                message: "This value should not be blank.".into(),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return problem(&Rejection::invalid(
+            "The resource submitted could not be validated. For field-specific details, see the 'errors' array.",
+            errors,
+        ));
+    }
+    let mut state = sim.lock();
+    let Some(found) = state.hash_of(&hash) else {
+        return problem(&Rejection::not_found());
+    };
+    let changes: Vec<(String, bool)> = body
+        .tags
+        .into_iter()
+        .map(|tag| (tag.name, tag.status == "active"))
+        .collect();
+    state.change_tags(&found, &changes);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn archive_member(
@@ -780,6 +924,12 @@ async fn batch_subscribe(
                     skip,
                 )
                 .map(|()| {
+                    // `sync_tags` makes the given tags the member's only ones; otherwise they are added.
+                    let tags = if request.sync_tags == Some(true) {
+                        state.replacing_tags(hash, &member.tags)
+                    } else {
+                        adding(&member.tags)
+                    };
                     (
                         state.update_with(
                             hash,
@@ -787,6 +937,7 @@ async fn batch_subscribe(
                             member.status.as_deref(),
                             member.merge_fields,
                             &member.extra,
+                            &tags,
                         ),
                         false,
                     )
@@ -802,7 +953,13 @@ async fn batch_subscribe(
                     .validate(Some(&email), Some(status), &member.merge_fields, true, skip)
                     .map(|()| {
                         (
-                            state.create(&email, status, member.merge_fields, &member.extra),
+                            state.create(
+                                &email,
+                                status,
+                                member.merge_fields,
+                                &member.extra,
+                                &member.tags,
+                            ),
                             true,
                         )
                     })

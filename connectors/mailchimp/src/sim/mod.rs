@@ -5,10 +5,13 @@
 //! or Bearer auth with an API key whose suffix names the datacenter, members
 //! listed with `count`/`offset`, `since_last_changed` and sorting on
 //! `last_changed`, `fields`/`exclude_fields`, members read and written by
-//! subscriber hash (or email), batch subscribe with per-member errors inside a
-//! 200, archive by DELETE, merge field validation, `last_changed` advancing on
-//! every change, and `problem+json` errors. It is a test double: one audience,
-//! no persistence, no webhooks, no tags endpoint.
+//! subscriber hash, `contact_id` or email, batch subscribe with per-member
+//! errors inside a 200, archive by DELETE, merge field validation, member tags
+//! (`tags` on creates and batch subscribe, `GET`/`POST …/members/{hash}/tags`,
+//! at most 50 tags in the member payload), `last_changed` advancing on every
+//! change, `problem+json` errors, and, when asked, member webhooks (none for
+//! tag changes, which are not member events). It is a test double: one
+//! audience, no persistence, no segments, interests or notes.
 
 // Handlers return a ready error `Response` as their `Err`: large, but it is what axum answers with.
 #![allow(clippy::result_large_err)]
@@ -83,6 +86,14 @@ pub struct SimConfig {
     pub refuse_with_403: bool,
     /// How long each request takes to answer (the real API takes 100 ms or more).
     pub latency: std::time::Duration,
+    /// Whether adding or removing a member's tag advances its `last_changed`, and
+    /// with it the member's place in `since_last_changed` listings. Mailchimp does
+    /// not document it [unverified]; the default assumes it does.
+    pub tags_change_last_changed: bool,
+    /// Whether tag names match without regard to case, so that `VIP` and `vip`
+    /// are one tag, spelled as first created. Reported by third parties, not
+    /// documented [unverified]; the default assumes they do.
+    pub tag_names_ignore_case: bool,
 }
 
 impl Default for SimConfig {
@@ -96,6 +107,8 @@ impl Default for SimConfig {
             max_connections: Some(10),
             refuse_with_403: false,
             latency: std::time::Duration::ZERO,
+            tags_change_last_changed: true,
+            tag_names_ignore_case: true,
         }
     }
 }
@@ -129,12 +142,26 @@ pub struct SeedMember {
     pub last_changed: Option<String>,
 }
 
+/// One request as the simulator received it, kept once a test calls
+/// [`MailchimpSim::record_requests`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimRequest {
+    /// `GET`, `POST`, `PATCH`, ...
+    pub method: String,
+    /// The path under `/3.0`, such as `/lists/a1b2c3d4e5/members/…/tags`.
+    pub path: String,
+    /// The raw query string, empty if none.
+    pub query: String,
+    /// The JSON body; `Null` when empty or not JSON.
+    pub body: Value,
+}
+
 /// Counters a test can read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SimStats {
     /// Requests answered (any status).
     pub requests: u64,
-    /// Members created, updated or archived.
+    /// Members created, updated (tags included) or archived.
     pub writes: u64,
     /// Requests refused for too many connections.
     pub throttled: u64,
@@ -152,8 +179,11 @@ pub struct MailchimpSim {
 impl MailchimpSim {
     /// An empty audience with Mailchimp's default merge fields.
     pub fn new(config: SimConfig) -> Self {
+        let mut state = State::new(&config.list_id);
+        state.tags_change_last_changed = config.tags_change_last_changed;
+        state.tag_names_ignore_case = config.tag_names_ignore_case;
         Self {
-            state: Arc::new(Mutex::new(State::new(&config.list_id))),
+            state: Arc::new(Mutex::new(state)),
             config: Arc::new(config),
             in_flight: Arc::default(),
         }
@@ -230,6 +260,32 @@ impl MailchimpSim {
         state.update(&hash, None, Some(status), std::collections::BTreeMap::new());
         state.by_person = false;
         Some(hash)
+    }
+
+    /// Make the tags of the member with this email exactly these, as a person
+    /// editing the contact's tags in the app would. Like the API's tag changes it
+    /// sends no webhook.
+    pub fn set_tags(&self, email: &str, tags: &[&str]) -> Option<String> {
+        let mut state = self.lock();
+        let hash = state.hash_of(email)?;
+        let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        let changes = state.replacing_tags(&hash, &names);
+        state.by_person = true;
+        state.change_tags(&hash, &changes);
+        state.by_person = false;
+        Some(hash)
+    }
+
+    /// Start keeping every request that passes auth and the connection limit
+    /// from now on (method, path, query and JSON body), for tests that check
+    /// what a client sends.
+    pub fn record_requests(&self) {
+        self.lock().journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The requests received since [`MailchimpSim::record_requests`], oldest first.
+    pub fn requests(&self) -> Vec<SimRequest> {
+        self.lock().journal.clone().unwrap_or_default()
     }
 
     /// Send webhook events to `url` (which holds the `?secret=`), form-encoded

@@ -1,5 +1,5 @@
-//! The simulator's audience: members, merge field definitions, validation and
-//! the clock that stamps `last_changed`. No HTTP here.
+//! The simulator's audience: members, merge field definitions, tags,
+//! validation and the clock that stamps `last_changed`. No HTTP here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -9,7 +9,7 @@ use tandem_core::Millis;
 use tandem_core::clock::{format_seconds_offset, now_millis, parse_rfc3339};
 
 use super::{Seed, SimStats};
-use crate::model::{FieldError, Member};
+use crate::model::{FieldError, Member, Tag};
 use crate::subscriber_hash;
 
 /// A merge field definition, as `GET /lists/{id}/merge-fields` lists it.
@@ -41,6 +41,20 @@ pub const STATUSES: [&str; 5] = [
     "transactional",
 ];
 
+/// Most tags the member payload shows; `tags_count` counts them all.
+pub const PAYLOAD_TAGS: usize = 50;
+
+/// One tag on a member.
+#[derive(Debug, Clone)]
+pub struct StoredTag {
+    /// The tag's id, the same for every member with the tag.
+    pub id: u64,
+    /// The tag's name as the audience spells it.
+    pub name: String,
+    /// When the tag was added to this member.
+    pub added: Millis,
+}
+
 /// One member as the simulator keeps it.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -55,6 +69,8 @@ pub struct Stored {
     pub signed_up: Millis,
     /// Milliseconds, strictly increasing; shown to clients at second precision.
     pub changed: Millis,
+    /// Tags in the order they were added.
+    pub tags: Vec<StoredTag>,
 }
 
 /// A rejected write: Mailchimp's title, detail and field errors, and the status code.
@@ -94,6 +110,15 @@ pub struct State {
     contact_ids: HashMap<String, String>,
     /// (changed, hash) of every member, for listing by `last_changed`.
     changes: BTreeSet<(Millis, String)>,
+    /// The audience's tags: the name as compared to its id and spelling.
+    tag_ids: HashMap<String, (u64, String)>,
+    next_tag_id: u64,
+    /// Whether a tag change advances the member's `last_changed` ([`super::SimConfig`]).
+    pub tags_change_last_changed: bool,
+    /// Whether tag names match without regard to case ([`super::SimConfig`]).
+    pub tag_names_ignore_case: bool,
+    /// Requests as received, once a test asks for them.
+    pub journal: Option<Vec<super::SimRequest>>,
     last_tick: Millis,
     next_web_id: u64,
     /// Added to the system clock, so tests can make later edits look later.
@@ -131,6 +156,11 @@ impl State {
             members: HashMap::new(),
             contact_ids: HashMap::new(),
             changes: BTreeSet::new(),
+            tag_ids: HashMap::new(),
+            next_tag_id: 4_000_001,
+            tags_change_last_changed: true,
+            tag_names_ignore_case: true,
+            journal: None,
             last_tick: 0,
             next_web_id: 100_001,
             clock_offset: 0,
@@ -208,7 +238,100 @@ impl State {
             web_id,
             signed_up: changed,
             changed,
+            tags: Vec::new(),
         }
+    }
+
+    /// A tag name as the audience compares it.
+    fn tag_key(&self, name: &str) -> String {
+        if self.tag_names_ignore_case {
+            name.trim().to_lowercase()
+        } else {
+            name.trim().to_string()
+        }
+    }
+
+    /// The audience's id and spelling of a tag, created on first use.
+    fn tag(&mut self, name: &str) -> (u64, String) {
+        let key = self.tag_key(name);
+        if let Some(known) = self.tag_ids.get(&key) {
+            return known.clone();
+        }
+        let tag = (self.next_tag_id, name.trim().to_string());
+        self.next_tag_id += 1;
+        self.tag_ids.insert(key, tag.clone());
+        tag
+    }
+
+    /// Apply tag changes (name, whether active) in order to a member not yet
+    /// stored back: an active tag it lacks is added (and created in the audience
+    /// if new), an inactive one it has is removed, anything else is left alone.
+    /// Returns whether a tag changed.
+    fn apply_tags(&mut self, member: &mut Stored, changes: &[(String, bool)], at: Millis) -> bool {
+        let mut changed = false;
+        for (name, active) in changes {
+            if name.trim().is_empty() {
+                continue;
+            }
+            let key = self.tag_key(name);
+            let position = member
+                .tags
+                .iter()
+                .position(|tag| self.tag_key(&tag.name) == key);
+            match (position, active) {
+                (None, true) => {
+                    let (id, name) = self.tag(name);
+                    member.tags.push(StoredTag {
+                        id,
+                        name,
+                        added: at,
+                    });
+                    changed = true;
+                }
+                (Some(index), false) => {
+                    member.tags.remove(index);
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        changed
+    }
+
+    /// The changes that leave a member with exactly these tags.
+    pub fn replacing_tags(&self, hash: &str, names: &[String]) -> Vec<(String, bool)> {
+        let wanted: Vec<String> = names.iter().map(|n| self.tag_key(n)).collect();
+        let current = self.members.get(hash).map_or(&[][..], |m| &m.tags[..]);
+        current
+            .iter()
+            .filter(|tag| !wanted.contains(&self.tag_key(&tag.name)))
+            .map(|tag| (tag.name.clone(), false))
+            .chain(names.iter().map(|name| (name.clone(), true)))
+            .collect()
+    }
+
+    /// Add and remove a member's tags, as `POST …/members/{hash}/tags` does.
+    /// Advances `last_changed` when a tag changed, unless configured not to;
+    /// sends no webhook, as tags are not among Mailchimp's member events.
+    /// Returns whether a tag changed.
+    pub fn change_tags(&mut self, hash: &str, changes: &[(String, bool)]) -> bool {
+        let Some(mut member) = self.members.get(hash).cloned() else {
+            return false;
+        };
+        let at = if self.tags_change_last_changed {
+            self.tick()
+        } else {
+            self.now()
+        };
+        if !self.apply_tags(&mut member, changes, at) {
+            return false;
+        }
+        if self.tags_change_last_changed {
+            member.changed = at;
+        }
+        self.put(hash.to_string(), member);
+        self.stats.writes += 1;
+        true
     }
 
     fn put(&mut self, hash: String, member: Stored) {
@@ -327,18 +450,21 @@ impl State {
         }
     }
 
-    /// Create a member from validated values; returns its hash.
+    /// Create a member from validated values, with these tags; returns its hash.
     pub fn create(
         &mut self,
         email: &str,
         status: &str,
         merge_fields: BTreeMap<String, Value>,
         extra: &BTreeMap<String, Value>,
+        tags: &[String],
     ) -> String {
         let changed = self.tick();
         let mut member = self.new_member(email, status.to_string(), BTreeMap::new(), changed);
         merge_into(&mut member.merge_fields, merge_fields);
         apply_extra(&mut member, extra);
+        let adds: Vec<(String, bool)> = tags.iter().map(|name| (name.clone(), true)).collect();
+        self.apply_tags(&mut member, &adds, changed);
         let hash = subscriber_hash(email);
         let event = (member.status == "subscribed").then(|| self.event("subscribe", &member, &[]));
         self.put(hash.clone(), member);
@@ -355,9 +481,10 @@ impl State {
         status: Option<&str>,
         merge_fields: BTreeMap<String, Value>,
     ) -> String {
-        self.update_with(hash, email, status, merge_fields, &BTreeMap::new())
+        self.update_with(hash, email, status, merge_fields, &BTreeMap::new(), &[])
     }
 
+    /// [`State::update`] with other member fields and tag changes (name, whether active).
     pub fn update_with(
         &mut self,
         hash: &str,
@@ -365,6 +492,7 @@ impl State {
         status: Option<&str>,
         merge_fields: BTreeMap<String, Value>,
         extra: &BTreeMap<String, Value>,
+        tags: &[(String, bool)],
     ) -> String {
         let changed = self.tick();
         let Some(mut member) = self.members.get(hash).cloned() else {
@@ -378,6 +506,7 @@ impl State {
         }
         merge_into(&mut member.merge_fields, merge_fields);
         apply_extra(&mut member, extra);
+        self.apply_tags(&mut member, tags, changed);
         let mut key = hash.to_string();
         if let Some(email) = email.filter(|e| subscriber_hash(e) != hash) {
             self.members.remove(hash);
@@ -526,8 +655,6 @@ impl State {
             "email_client": "",
             "location": { "latitude": 0, "longitude": 0, "gmtoff": 0, "dstoff": 0, "country_code": "", "timezone": "", "region": "" },
             "source": "API - Generic",
-            "tags_count": 0,
-            "tags": [],
             "list_id": self.list_id,
             "_links": [],
         });
@@ -537,6 +664,18 @@ impl State {
             status: m.status.clone(),
             merge_fields,
             last_changed: format_seconds_offset(m.changed),
+            tags: Some(
+                m.tags
+                    .iter()
+                    .take(PAYLOAD_TAGS)
+                    .map(|tag| Tag {
+                        id: tag.id,
+                        name: tag.name.clone(),
+                        date_added: None,
+                    })
+                    .collect(),
+            ),
+            tags_count: Some(m.tags.len() as u64),
             extra: serde_json::from_value(extra).expect("an object"),
         }
     }
