@@ -7,7 +7,9 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::raw::{RawField, RawPolicy};
-use super::{Action, FieldPolicy, Policy, Reactions, Rule};
+use super::{
+    Action, Codec, DateFormat, FieldPolicy, FieldType, Normalize, Policy, Reactions, Rule,
+};
 use crate::location::{Located, Problems};
 use crate::side::Side;
 
@@ -120,6 +122,7 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
     for (name, field) in raw.fields.get_ref() {
         let is_key = name.get_ref() == &key_name;
         let rule = field_rule(name, field.get_ref(), is_key, &raw, &mut problems, &at);
+        let codec = field_codec(name, field.get_ref(), rule, is_key, &mut problems, &at);
         for (side, path) in [
             (Side::Left, &field.get_ref().left),
             (Side::Right, &field.get_ref().right),
@@ -155,6 +158,8 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
                 left: field.get_ref().left.get_ref().clone(),
                 right: field.get_ref().right.get_ref().clone(),
                 rule,
+                codec,
+                allow_empty: field.get_ref().allow_empty.unwrap_or(false),
             });
         }
     }
@@ -340,68 +345,310 @@ fn field_rule(
     }
     let Some(rule) = &field.rule else {
         problems.push(
-            at(name.span(), format!("field `{field_name}` has no rule")).hint(
-                "add rule = \"newest\", \"source_of_truth\" (with source = ...) or \"manual\"",
-            ),
+            at(name.span(), format!("field `{field_name}` has no rule"))
+                .hint("add rule = \"newest\", \"source_of_truth\" (with source = ...), \"manual\" or another rule of README.md"),
         );
         return None;
     };
-    let misplaced = |key: &str, value: &Option<Spanned<String>>, problems: &mut Vec<Located>| {
-        if let Some(value) = value {
-            problems.push(at(
-                value.span(),
-                format!(
-                    "field `{field_name}`: `{key}` does not apply to rule `{}`",
-                    rule.get_ref()
-                ),
-            ));
-        }
+    let misplaced =
+        |key: &str, span: Option<std::ops::Range<usize>>, problems: &mut Vec<Located>| {
+            if let Some(span) = span {
+                problems.push(at(
+                    span,
+                    format!(
+                        "field `{field_name}`: `{key}` does not apply to rule `{}`",
+                        rule.get_ref()
+                    ),
+                ));
+            }
+        };
+    let tie = |problems: &mut Vec<Located>| match &field.tie {
+        None => Some(None),
+        Some(tie) if tie.get_ref() == "manual" => Some(None),
+        Some(tie) => side_of(tie, problems).map(Some),
     };
-    match rule.get_ref().as_str() {
-        "source_of_truth" => {
-            misplaced("tie", &field.tie, problems);
-            match &field.source {
-                Some(source) => side_of(source, problems).map(Rule::SourceOfTruth),
-                None => {
-                    problems.push(
-                        at(
-                            rule.span(),
-                            format!("field `{field_name}`: rule `source_of_truth` needs `source`"),
-                        )
-                        .hint(format!(
-                            "add source = \"{}\" or source = \"{}\"",
-                            raw.left.get_ref(),
-                            raw.right.get_ref()
-                        )),
-                    );
-                    None
-                }
+    let name = rule.get_ref().as_str();
+    if name != "source_of_truth" {
+        misplaced("source", field.source.as_ref().map(|s| s.span()), problems);
+    }
+    if !matches!(name, "newest" | "prefer-non-empty") {
+        misplaced("tie", field.tie.as_ref().map(|t| t.span()), problems);
+    }
+    if name != "newest" {
+        misplaced(
+            "skew_secs",
+            field.skew_secs.as_ref().map(|s| s.span()),
+            problems,
+        );
+    }
+    match name {
+        "source_of_truth" => match &field.source {
+            Some(source) => side_of(source, problems).map(Rule::SourceOfTruth),
+            None => {
+                problems.push(
+                    at(
+                        rule.span(),
+                        format!("field `{field_name}`: rule `source_of_truth` needs `source`"),
+                    )
+                    .hint(format!(
+                        "add source = \"{}\" or source = \"{}\"",
+                        raw.left.get_ref(),
+                        raw.right.get_ref()
+                    )),
+                );
+                None
             }
-        }
+        },
         "newest" => {
-            misplaced("source", &field.source, problems);
-            match &field.tie {
-                None => Some(Rule::Newest { tie: None }),
-                Some(tie) if tie.get_ref() == "manual" => Some(Rule::Newest { tie: None }),
-                Some(tie) => side_of(tie, problems).map(|side| Rule::Newest { tie: Some(side) }),
-            }
+            let skew_ms = field
+                .skew_secs
+                .as_ref()
+                .map_or(0, |s| *s.get_ref() as i64 * 1000);
+            tie(problems).map(|tie| Rule::Newest { tie, skew_ms })
         }
-        "manual" => {
-            misplaced("source", &field.source, problems);
-            misplaced("tie", &field.tie, problems);
-            Some(Rule::Manual)
-        }
+        "prefer-non-empty" => tie(problems).map(|tie| Rule::PreferNonEmpty { tie }),
+        "union" => Some(Rule::Union),
+        "text-merge" => Some(Rule::TextMerge),
+        "max" => Some(Rule::Max),
+        "min" => Some(Rule::Min),
+        "manual" => Some(Rule::Manual),
         other => {
-            problems.push(
-                at(
-                    rule.span(),
-                    format!("field `{field_name}`: unknown rule `{other}`"),
-                )
-                .hint("use \"newest\", \"source_of_truth\" or \"manual\""),
-            );
+            problems.push(at(rule.span(), format!("field `{field_name}`: unknown rule `{other}`")).hint(
+                "use \"newest\", \"source_of_truth\", \"union\", \"text-merge\", \"max\", \"min\", \"prefer-non-empty\" or \"manual\"",
+            ));
             None
         }
     }
+}
+
+/// A field's type, normalizations and per-side transforms, checked together.
+fn field_codec(
+    name: &Spanned<String>,
+    field: &RawField,
+    rule: Option<Rule>,
+    is_key: bool,
+    problems: &mut Vec<Located>,
+    at: &dyn Fn(std::ops::Range<usize>, String) -> Located,
+) -> Codec {
+    let field_name = name.get_ref();
+    let mut codec = Codec::default();
+    if let Some(kind) = &field.kind {
+        match FieldType::parse(kind.get_ref()) {
+            Some(parsed) => codec.kind = parsed,
+            None => problems.push(
+                at(
+                    kind.span(),
+                    format!("field `{field_name}`: `{}` is not a type", kind.get_ref()),
+                )
+                .hint("use \"text\", \"number\", \"bool\", \"date\" or \"list\""),
+            ),
+        }
+    }
+    let kind = codec.kind;
+    let type_name = field.kind.as_ref().map_or("text", |k| k.get_ref().as_str());
+    let wrong_type =
+        |key: &str, span: std::ops::Range<usize>, fits: &str, problems: &mut Vec<Located>| {
+            problems.push(
+                at(
+                    span,
+                    format!("field `{field_name}`: `{key}` does not apply to a {type_name} field"),
+                )
+                .hint(format!("it applies to {fits}")),
+            );
+        };
+    if is_key && kind != FieldType::Text {
+        let span = field.kind.as_ref().map_or(name.span(), |k| k.span());
+        problems.push(at(
+            span,
+            format!("field `{field_name}` is the match key, which is text"),
+        ));
+    }
+    codec.normalize = if matches!(kind, FieldType::Text | FieldType::List) {
+        vec![Normalize::Trim]
+    } else {
+        vec![]
+    };
+    if let Some(list) = &field.normalize {
+        if !matches!(kind, FieldType::Text | FieldType::List) {
+            wrong_type("normalize", list.span(), "text and list fields", problems);
+        }
+        codec.normalize = list
+            .get_ref()
+            .iter()
+            .filter_map(|entry| {
+                let parsed = Normalize::parse(entry.get_ref());
+                if parsed.is_none() {
+                    problems.push(
+                        at(entry.span(), format!("field `{field_name}`: `{}` is not a normalization", entry.get_ref()))
+                            .hint("use \"trim\", \"lowercase\", \"uppercase\", \"collapse_spaces\" or \"phone\""),
+                    );
+                }
+                parsed
+            })
+            .collect();
+    }
+    let compatible = match rule {
+        Some(Rule::Union) => kind == FieldType::List,
+        Some(Rule::TextMerge) => kind == FieldType::Text,
+        Some(Rule::Max | Rule::Min) => {
+            matches!(kind, FieldType::Number | FieldType::Date | FieldType::Text)
+        }
+        _ => true,
+    };
+    if !compatible && let Some(rule) = rule {
+        let span = field.rule.as_ref().map_or(name.span(), |r| r.span());
+        let wanted = match rule {
+            Rule::Union => "list",
+            Rule::TextMerge => "text",
+            _ => "number, date or text",
+        };
+        problems.push(
+            at(
+                span,
+                format!(
+                    "field `{field_name}`: rule `{}` needs a {wanted} field",
+                    rule.name()
+                ),
+            )
+            .hint(format!(
+                "set type = \"{}\"",
+                wanted.split(',').next().unwrap_or(wanted)
+            )),
+        );
+    }
+    let sides = [
+        (
+            "left",
+            &field.left_map,
+            &field.left_map_write,
+            &field.left_invert,
+            &field.left_split,
+            &field.left_format,
+            field.left_readonly,
+        ),
+        (
+            "right",
+            &field.right_map,
+            &field.right_map_write,
+            &field.right_invert,
+            &field.right_split,
+            &field.right_format,
+            field.right_readonly,
+        ),
+    ];
+    for (index, (side, map, map_write, invert, split, format, readonly)) in
+        sides.into_iter().enumerate()
+    {
+        let side_codec = &mut codec.sides[index];
+        side_codec.readonly = readonly.unwrap_or(false);
+        if let Some(invert) = invert {
+            if kind != FieldType::Bool {
+                wrong_type(
+                    &format!("{side}_invert"),
+                    invert.span(),
+                    "bool fields",
+                    problems,
+                );
+            }
+            side_codec.invert = *invert.get_ref();
+        }
+        if let Some(split) = split {
+            if kind != FieldType::List {
+                wrong_type(
+                    &format!("{side}_split"),
+                    split.span(),
+                    "list fields",
+                    problems,
+                );
+            }
+            side_codec.split = Some(split.get_ref().clone());
+        }
+        if let Some(format) = format {
+            if kind != FieldType::Date {
+                wrong_type(
+                    &format!("{side}_format"),
+                    format.span(),
+                    "date fields",
+                    problems,
+                );
+            }
+            match DateFormat::parse(format.get_ref()) {
+                Some(parsed) => side_codec.format = parsed,
+                None => problems.push(
+                    at(
+                        format.span(),
+                        format!(
+                            "field `{field_name}`: `{}` is not a date format",
+                            format.get_ref()
+                        ),
+                    )
+                    .hint("use \"date\" (YYYY-MM-DD), \"epoch_ms\" or \"iso\""),
+                ),
+            }
+        }
+        // A map's values are canonical, so they must fit the field's type.
+        let canonical = |value: &toml::Value| -> Option<serde_json::Value> {
+            let json = serde_json::to_value(value).ok()?;
+            let fits = match kind {
+                FieldType::Bool => json.is_boolean(),
+                FieldType::Number => json.is_number(),
+                FieldType::List => json.is_array(),
+                FieldType::Text | FieldType::Date => json.is_string(),
+            };
+            fits.then_some(json)
+        };
+        if let Some(map) = map {
+            for (from, to) in map.get_ref() {
+                match canonical(to) {
+                    Some(to) => side_codec.map.push((serde_json::Value::String(from.clone()), to)),
+                    None => problems.push(at(map.span(), format!("field `{field_name}`: `{side}_map` sends `{from}` to {to}, which is not a {type_name} value"))),
+                }
+            }
+        }
+        if let Some(map_write) = map_write {
+            for (from, to) in map_write.get_ref() {
+                let key = toml::Value::try_from(from.as_str()).ok();
+                let parsed = match kind {
+                    FieldType::Bool => from.parse::<bool>().ok().map(serde_json::Value::Bool),
+                    FieldType::Number => serde_json::from_str(from)
+                        .ok()
+                        .filter(serde_json::Value::is_number),
+                    _ => key.and_then(|k| canonical(&k)),
+                };
+                match (parsed, serde_json::to_value(to).ok()) {
+                    (Some(from), Some(to)) => side_codec.map_write.push((from, to)),
+                    _ => problems.push(at(map_write.span(), format!("field `{field_name}`: `{side}_map_write` has `{from}`, which is not a {type_name} value"))),
+                }
+            }
+        }
+        // Writing needs the way back: a map that sends two values to one is not reversible.
+        if let Some(map) = map
+            && !side_codec.readonly
+            && side_codec.map_write.is_empty()
+        {
+            let mut seen: Vec<&serde_json::Value> = Vec::new();
+            for (_, to) in &side_codec.map {
+                if seen.contains(&to) {
+                    problems.push(
+                        at(map.span(), format!("field `{field_name}`: `{side}_map` sends two values to {to}, so {to} cannot be written back"))
+                            .hint(format!("set {side}_readonly = true, or say what to write with {side}_map_write")),
+                    );
+                    break;
+                }
+                seen.push(to);
+            }
+        }
+    }
+    if codec.sides.iter().all(|s| s.readonly) {
+        problems.push(
+            at(
+                name.span(),
+                format!("field `{field_name}` is read-only on both sides"),
+            )
+            .hint("a synced field must be writable on one side at least"),
+        );
+    }
+    codec
 }
 
 /// `[create left, create right]` from a direction.

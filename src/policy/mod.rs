@@ -9,12 +9,15 @@
 
 mod compile;
 mod raw;
+pub mod transform;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tandem_core::{FieldMap, normalize_key};
+use tandem_core::{FieldMap, Millis, normalize_key};
+
+pub use transform::{Codec, DateFormat, FieldType, Normalize, SideCodec};
 
 pub use compile::{Schemas, compile, load};
 
@@ -28,9 +31,25 @@ pub type Values = BTreeMap<String, Value>;
 pub enum Rule {
     /// The named side wins. An edit on the other side alone still flows.
     SourceOfTruth(Side),
-    /// The side whose record changed last wins; equal times go to `tie`, or to a person if none.
+    /// The side whose change is later wins; changes within `skew_ms` of each other
+    /// count as simultaneous and go to `tie`, or to a person if none.
     Newest {
         /// The side that wins a tie; `None` opens a conflict.
+        tie: Option<Side>,
+        /// How far apart two changes may be and still count as simultaneous.
+        skew_ms: Millis,
+    },
+    /// Sets: additions and removals on both sides against the base all count.
+    Union,
+    /// Long text: edits to separate parts merge; edits to the same part are a conflict.
+    TextMerge,
+    /// The larger value wins.
+    Max,
+    /// The smaller value wins.
+    Min,
+    /// The non-empty value wins; two different non-empty values go to `tie` or a person.
+    PreferNonEmpty {
+        /// The side that wins between two non-empty values; `None` opens a conflict.
         tie: Option<Side>,
     },
     /// A person decides: the field is written nowhere until the conflict is resolved.
@@ -43,7 +62,27 @@ impl Rule {
         match self {
             Rule::SourceOfTruth(_) => "source_of_truth",
             Rule::Newest { .. } => "newest",
+            Rule::Union => "union",
+            Rule::TextMerge => "text-merge",
+            Rule::Max => "max",
+            Rule::Min => "min",
+            Rule::PreferNonEmpty { .. } => "prefer-non-empty",
             Rule::Manual => "manual",
+        }
+    }
+
+    /// The same rule with the sides swapped.
+    pub fn mirrored(self) -> Rule {
+        match self {
+            Rule::SourceOfTruth(side) => Rule::SourceOfTruth(side.other()),
+            Rule::Newest { tie, skew_ms } => Rule::Newest {
+                tie: tie.map(Side::other),
+                skew_ms,
+            },
+            Rule::PreferNonEmpty { tie } => Rule::PreferNonEmpty {
+                tie: tie.map(Side::other),
+            },
+            other => other,
         }
     }
 }
@@ -113,6 +152,10 @@ pub struct FieldPolicy {
     pub rule: Rule,
     /// Whether this is the match key, which links records (normalized: trimmed, lowercased).
     pub key: bool,
+    /// The values' type and how each side reads and writes them.
+    pub codec: Codec,
+    /// Whether an emptied value may erase a non-empty one on the other side.
+    pub allow_empty: bool,
 }
 
 impl FieldPolicy {
@@ -121,6 +164,42 @@ impl FieldPolicy {
         match side {
             Side::Left => &self.left,
             Side::Right => &self.right,
+        }
+    }
+
+    /// Whether the field is never written on `side`.
+    pub fn readonly(&self, side: Side) -> bool {
+        self.codec.sides[side as usize].readonly
+    }
+
+    /// A side's raw value in canonical form.
+    pub fn read(&self, side: Side, raw: &Value) -> Value {
+        let value = self.codec.read(side as usize, raw);
+        match value {
+            Value::String(text) if self.key => {
+                normalize_key(&text).map_or(Value::Null, Value::String)
+            }
+            other => other,
+        }
+    }
+
+    /// A canonical value as `side` takes it.
+    pub fn write(&self, side: Side, value: &Value) -> Value {
+        self.codec.write(side as usize, value)
+    }
+
+    /// The same field with its sides swapped.
+    pub fn mirrored(&self) -> FieldPolicy {
+        let [left, right] = self.codec.sides.clone();
+        FieldPolicy {
+            left: self.right.clone(),
+            right: self.left.clone(),
+            rule: self.rule.mirrored(),
+            codec: Codec {
+                sides: [right, left],
+                ..self.codec.clone()
+            },
+            ..self.clone()
         }
     }
 }
@@ -174,46 +253,46 @@ impl Policy {
             .collect()
     }
 
-    /// A record's canonical values: each field read from its path and normalized
-    /// (text trimmed, empty text as `Null`, the key lowercased).
+    /// A record's canonical values: each field read from its path through its codec
+    /// (normalized, typed, mapped; empty as `Null`; the key lowercased).
     pub fn canonical(&self, side: Side, fields: &FieldMap) -> Values {
         self.fields
             .iter()
             .map(|field| {
-                let raw = fields.get(field.path(side)).cloned().unwrap_or(Value::Null);
-                (field.name.clone(), normalize(field.key, raw))
+                (
+                    field.name.clone(),
+                    field.read(side, fields.get(field.path(side)).unwrap_or(&Value::Null)),
+                )
             })
             .collect()
     }
 
-    /// Canonical values as paths and values to write on `side`.
+    /// Canonical values as paths and values to write on `side`; fields read-only
+    /// on that side are left out.
     pub fn to_side(&self, side: Side, values: &Values) -> FieldMap {
         self.fields
             .iter()
+            .filter(|field| !field.readonly(side))
             .filter_map(|field| {
                 Some((
                     field.path(side).to_string(),
-                    values.get(&field.name)?.clone(),
+                    field.write(side, values.get(&field.name)?),
                 ))
             })
             .collect()
     }
-}
 
-fn normalize(key: bool, value: Value) -> Value {
-    match value {
-        Value::String(text) if key => normalize_key(&text).map_or(Value::Null, Value::String),
-        Value::String(text) => {
-            let trimmed = text.trim();
-            if trimmed.is_empty() {
-                Value::Null
-            } else if trimmed.len() == text.len() {
-                Value::String(text)
-            } else {
-                Value::String(trimmed.to_string())
-            }
+    /// The policy with its sides swapped.
+    pub fn mirrored(&self) -> Policy {
+        let [left, right] = self.on.clone();
+        Policy {
+            left: self.right.clone(),
+            right: self.left.clone(),
+            create: [self.create[1], self.create[0]],
+            fields: self.fields.iter().map(FieldPolicy::mirrored).collect(),
+            on: [right, left],
+            ..self.clone()
         }
-        other => other,
     }
 }
 

@@ -58,10 +58,43 @@ pub struct RawField {
     pub left: Spanned<String>,
     /// Path on the right connector.
     pub right: Spanned<String>,
-    /// `source_of_truth`, `newest` or `manual`.
+    /// `text` (default), `number`, `bool`, `date` or `list`.
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    /// `source_of_truth`, `newest`, `union`, `text-merge`, `max`, `min`, `prefer-non-empty` or `manual`.
     pub rule: Option<Spanned<String>>,
     /// With `source_of_truth`: the side that wins.
     pub source: Option<Spanned<String>>,
-    /// With `newest`: the side that wins equal change times (`manual` by default).
+    /// With `newest` and `prefer-non-empty`: the side that wins a tie (`manual` by default).
     pub tie: Option<Spanned<String>>,
+    /// With `newest`: changes this many seconds apart or less count as simultaneous.
+    pub skew_secs: Option<Spanned<u64>>,
+    /// Whether an emptied value may erase the other side's value (no by default).
+    pub allow_empty: Option<bool>,
+    /// Normalizations of text: `trim` (the default), `lowercase`, `uppercase`, `collapse_spaces`, `phone`.
+    pub normalize: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Left value to canonical value.
+    pub left_map: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    /// Right value to canonical value.
+    pub right_map: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    /// Canonical value to left value, where `left_map` cannot be reversed.
+    pub left_map_write: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    /// Canonical value to right value, where `right_map` cannot be reversed.
+    pub right_map_write: Option<Spanned<BTreeMap<String, toml::Value>>>,
+    /// Booleans are stored the other way round on the left.
+    pub left_invert: Option<Spanned<bool>>,
+    /// Booleans are stored the other way round on the right.
+    pub right_invert: Option<Spanned<bool>>,
+    /// A list is one text joined by this separator on the left (HubSpot's `;`).
+    pub left_split: Option<Spanned<String>>,
+    /// A list is one text joined by this separator on the right.
+    pub right_split: Option<Spanned<String>>,
+    /// How a date is written on the left: `date`, `epoch_ms` or `iso`.
+    pub left_format: Option<Spanned<String>>,
+    /// How a date is written on the right.
+    pub right_format: Option<Spanned<String>>,
+    /// The field is never written on the left.
+    pub left_readonly: Option<bool>,
+    /// The field is never written on the right.
+    pub right_readonly: Option<bool>,
 }

@@ -84,7 +84,8 @@ fn the_shipped_policy_compiles() {
     assert!(rules.contains(&(
         "first_name",
         Rule::Newest {
-            tie: Some(Side::Left)
+            tie: Some(Side::Left),
+            skew_ms: 0
         }
     )));
     assert!(rules.contains(&("company", Rule::Manual)));
@@ -99,7 +100,13 @@ fn a_minimal_policy_compiles_with_defaults() {
         policy.paths(Side::Right),
         vec!["email_address".to_string(), "merge_fields.FNAME".into()]
     );
-    assert_eq!(policy.fields[1].rule, Rule::Newest { tie: None });
+    assert_eq!(
+        policy.fields[1].rule,
+        Rule::Newest {
+            tie: None,
+            skew_ms: 0
+        }
+    );
 }
 
 #[test]
@@ -254,7 +261,13 @@ fn the_key_field_takes_a_rule_and_defaults_to_manual() {
         "right = \"email_address\"\nrule = \"newest\"",
     );
     let policy = compile(Path::new("p.toml"), &newest, &TwoConnectors).unwrap();
-    assert_eq!(policy.key_field().rule, Rule::Newest { tie: None });
+    assert_eq!(
+        policy.key_field().rule,
+        Rule::Newest {
+            tie: None,
+            skew_ms: 0
+        }
+    );
     assert_eq!(policy.fields.iter().filter(|f| f.key).count(), 1);
 }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tandem_core::Millis;
 
-use crate::policy::{Policy, Rule, Values};
+use crate::policy::{FieldPolicy, Policy, Rule, Values};
 use crate::side::Side;
 
 #[cfg(test)]
@@ -60,6 +60,12 @@ pub enum Decision {
         /// The right value.
         right: Value,
     },
+    /// Record both sides' values as the base without writing either: a side was
+    /// emptied, and an empty value does not erase a non-empty one.
+    Kept {
+        /// Why nothing is written.
+        why: &'static str,
+    },
     /// Write `value` to side `to`; the base moves once the write is confirmed.
     Write {
         /// The side written.
@@ -67,6 +73,14 @@ pub enum Decision {
         /// The value written (the other side's current value).
         value: Value,
         /// Why: `"changed"` for a one-sided edit, else the rule that settled it.
+        why: &'static str,
+    },
+    /// Both sides should hold `value` (a union or a merged text): write it to
+    /// each side that does not hold it yet.
+    Merged {
+        /// The merged value.
+        value: Value,
+        /// The rule that merged.
         why: &'static str,
     },
     /// Nothing the policy says can settle it: a person decides.
@@ -78,7 +92,19 @@ pub enum Decision {
 
 /// Decide one field. `base` is `None` for a pair linked for the first time.
 pub fn decide_field(
-    rule: Rule,
+    field: &FieldPolicy,
+    base: Option<&FieldBase>,
+    left: &Value,
+    right: &Value,
+    left_at: Millis,
+    right_at: Millis,
+) -> Decision {
+    let decision = decide_values(field, base, left, right, left_at, right_at);
+    respect_readonly(field, decision, left, right)
+}
+
+fn decide_values(
+    field: &FieldPolicy,
     base: Option<&FieldBase>,
     left: &Value,
     right: &Value,
@@ -96,6 +122,13 @@ pub fn decide_field(
             right: right.clone(),
         };
     }
+    // Sets merge whoever moved: additions and removals of both sides count.
+    if field.rule == Rule::Union {
+        return Decision::Merged {
+            value: union(base, left, right),
+            why: "union",
+        };
+    }
     let write = |from: Side, why| Decision::Write {
         to: from.other(),
         value: if from == Side::Left {
@@ -105,7 +138,18 @@ pub fn decide_field(
         },
         why,
     };
+    let emptied = |value: &Value| value.is_null() && !field.allow_empty;
     match (left_moved, right_moved) {
+        (true, false) if emptied(left) => {
+            return Decision::Kept {
+                why: "empty_protected",
+            };
+        }
+        (false, true) if emptied(right) => {
+            return Decision::Kept {
+                why: "empty_protected",
+            };
+        }
         (true, false) => return write(Side::Left, "changed"),
         (false, true) => return write(Side::Right, "changed"),
         _ => {}
@@ -119,31 +163,217 @@ pub fn decide_field(
             _ => {}
         }
     }
-    if rule == Rule::Manual {
-        return Decision::Conflict {
-            reason: "changed on both sides; the rule is manual",
-        };
-    }
-    // An empty value never erases a non-empty one when both sides moved.
-    match (left.is_null(), right.is_null()) {
-        (true, false) => return write(Side::Right, "prefer_non_empty"),
-        (false, true) => return write(Side::Left, "prefer_non_empty"),
+    match field.rule {
+        Rule::Manual => {
+            return Decision::Conflict {
+                reason: "changed on both sides; the rule is manual",
+            };
+        }
+        Rule::TextMerge => {
+            // The base text is what both sides agreed on; a side that held none
+            // (an empty field) takes the other's.
+            let agreed = base.and_then(|b| match (b.left.as_str(), b.right.as_str()) {
+                (Some(l), Some(r)) => (l == r).then_some(l),
+                (Some(text), None) | (None, Some(text)) => Some(text),
+                (None, None) => None,
+            });
+            return match agreed {
+                Some(base) => match merge_text(base, left.as_str(), right.as_str()) {
+                    Some(merged) => Decision::Merged {
+                        value: Value::String(merged),
+                        why: "text-merge",
+                    },
+                    None => Decision::Conflict {
+                        reason: "the same part of the text was edited on both sides",
+                    },
+                },
+                None => Decision::Conflict {
+                    reason: "the sides never agreed on a text to merge from",
+                },
+            };
+        }
         _ => {}
     }
-    match rule {
+    // An empty value never erases a non-empty one when both sides moved, unless allowed.
+    if !field.allow_empty || matches!(field.rule, Rule::PreferNonEmpty { .. }) {
+        match (left.is_null(), right.is_null()) {
+            (true, false) => return write(Side::Right, "prefer_non_empty"),
+            (false, true) => return write(Side::Left, "prefer_non_empty"),
+            _ => {}
+        }
+    }
+    let tie = |tie: Option<Side>, why| match tie {
+        Some(side) => write(side, why),
+        None => Decision::Conflict {
+            reason: "changed on both sides at the same time; no tie side",
+        },
+    };
+    match field.rule {
         Rule::SourceOfTruth(side) => write(side, "source_of_truth"),
-        Rule::Newest { tie } => match left_at.cmp(&right_at) {
-            std::cmp::Ordering::Greater => write(Side::Left, "newest"),
-            std::cmp::Ordering::Less => write(Side::Right, "newest"),
-            std::cmp::Ordering::Equal => match tie {
-                Some(side) => write(side, "newest_tie"),
-                None => Decision::Conflict {
-                    reason: "changed on both sides at the same time; no tie side",
-                },
+        Rule::Newest {
+            tie: tie_side,
+            skew_ms,
+        } => {
+            if (left_at - right_at).abs() <= skew_ms {
+                tie(tie_side, "newest_tie")
+            } else if left_at > right_at {
+                write(Side::Left, "newest")
+            } else {
+                write(Side::Right, "newest")
+            }
+        }
+        Rule::Max | Rule::Min => match compare(left, right) {
+            Some(order) => {
+                let larger = if order == std::cmp::Ordering::Less {
+                    Side::Right
+                } else {
+                    Side::Left
+                };
+                if field.rule == Rule::Max {
+                    write(larger, "max")
+                } else {
+                    write(larger.other(), "min")
+                }
+            }
+            None => Decision::Conflict {
+                reason: "the two values cannot be compared",
             },
         },
-        Rule::Manual => unreachable!("handled above"),
+        Rule::PreferNonEmpty { tie: tie_side } => tie(tie_side, "prefer_non_empty_tie"),
+        Rule::Manual | Rule::Union | Rule::TextMerge => unreachable!("decided above"),
     }
+}
+
+/// A field read-only on a side is never written there: a decision to write it
+/// sends that side's value the other way instead, as that side owns the field.
+fn respect_readonly(
+    field: &FieldPolicy,
+    decision: Decision,
+    left: &Value,
+    right: &Value,
+) -> Decision {
+    let current = |side: Side| if side == Side::Left { left } else { right };
+    match decision {
+        Decision::Write { to, why, .. } if field.readonly(to) => {
+            let owned = current(to);
+            if why == "fill_empty" {
+                // A gap on the read-only side is left as it is: filling the other side
+                // with that gap would erase a value nobody edited.
+                Decision::Kept { why: "read_only" }
+            } else if owned.is_null() && !field.allow_empty {
+                Decision::Kept {
+                    why: "empty_protected",
+                }
+            } else {
+                Decision::Write {
+                    to: to.other(),
+                    value: owned.clone(),
+                    why: "read_only",
+                }
+            }
+        }
+        other => other,
+    }
+}
+
+/// Both sides' additions and removals against the base, applied together.
+fn union(base: Option<&FieldBase>, left: &Value, right: &Value) -> Value {
+    type Set = std::collections::BTreeSet<String>;
+    let set = |value: &Value| -> Set {
+        match value {
+            Value::Array(items) => items
+                .iter()
+                .filter_map(|i| i.as_str().map(String::from))
+                .collect(),
+            Value::String(text) => [text.clone()].into(),
+            _ => Set::new(),
+        }
+    };
+    let (l, r) = (set(left), set(right));
+    let merged: Set = match base {
+        None => l.union(&r).cloned().collect(),
+        Some(base) => {
+            let (base_left, base_right) = (set(&base.left), set(&base.right));
+            let removed: Set = base_left
+                .difference(&l)
+                .chain(base_right.difference(&r))
+                .cloned()
+                .collect();
+            let added: Set = l
+                .difference(&base_left)
+                .chain(r.difference(&base_right))
+                .cloned()
+                .collect();
+            base_left
+                .union(&base_right)
+                .filter(|i| !removed.contains(*i))
+                .cloned()
+                .chain(added)
+                .collect()
+        }
+    };
+    if merged.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(merged.into_iter().map(Value::String).collect())
+    }
+}
+
+/// Order two values: numbers by value, texts (dates included) as text.
+fn compare(left: &Value, right: &Value) -> Option<std::cmp::Ordering> {
+    match (left, right) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}
+
+/// The part of `base` an edit replaced, as character positions `[start, end)`.
+fn edited_range(base: &[char], new: &[char]) -> (usize, usize) {
+    let prefix = base.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let room = base.len().min(new.len()) - prefix;
+    let suffix = base
+        .iter()
+        .rev()
+        .zip(new.iter().rev())
+        .take(room)
+        .take_while(|(a, b)| a == b)
+        .count();
+    (prefix, base.len() - suffix)
+}
+
+/// Merge two edits of a text through automerge, unless they touch the same part
+/// of it: automerge merges overlapping edits character by character into text
+/// neither side wrote, so those are a conflict instead.
+pub fn merge_text(base: &str, left: Option<&str>, right: Option<&str>) -> Option<String> {
+    use automerge::transaction::Transactable;
+    use automerge::{AutoCommit, ObjType, ROOT, ReadDoc};
+    let (left, right) = (left?, right?);
+    let chars = |t: &str| t.chars().collect::<Vec<_>>();
+    let (base_chars, left_chars, right_chars) = (chars(base), chars(left), chars(right));
+    let (a, b) = (
+        edited_range(&base_chars, &left_chars),
+        edited_range(&base_chars, &right_chars),
+    );
+    let touches = |point: usize, (start, end): (usize, usize)| start <= point && point <= end;
+    let overlap = (a.0 < b.1 && b.0 < a.1)
+        || a.0 == b.0
+        || (a.0 == a.1 && touches(a.0, b))
+        || (b.0 == b.1 && touches(b.0, a));
+    if overlap {
+        return None;
+    }
+    let mut doc = AutoCommit::new();
+    let text = doc.put_object(ROOT, "text", ObjType::Text).ok()?;
+    doc.update_text(&text, base).ok()?;
+    let (mut ours, mut theirs) = (doc.fork(), doc.fork());
+    ours.update_text(&text, left).ok()?;
+    theirs.update_text(&text, right).ok()?;
+    ours.merge(&mut theirs).ok()?;
+    let merged = ours.text(&text).ok()?;
+    // Both edits must be in the result, each as its side wrote it.
+    let expected = left_chars.len() + right_chars.len() - base_chars.len();
+    (merged.chars().count() == expected).then_some(merged)
 }
 
 /// What kind of thing a person must settle.
@@ -218,21 +448,29 @@ pub fn reconcile(
         let l = left.values.get(&field.name).unwrap_or(&Value::Null);
         let r = right.values.get(&field.name).unwrap_or(&Value::Null);
         let field_base = base.get(&field.name);
-        match decide_field(
-            field.rule,
-            field_base,
-            l,
-            r,
-            left.changed_at,
-            right.changed_at,
-        ) {
+        match decide_field(field, field_base, l, r, left.changed_at, right.changed_at) {
             Decision::Unchanged => {}
             Decision::Agreed { left, right } => {
                 plan.agreed.insert(field.name.clone(), (left, right));
                 plan.settled.push(field.name.clone());
             }
+            Decision::Kept { why } => {
+                plan.agreed
+                    .insert(field.name.clone(), (l.clone(), r.clone()));
+                plan.reasons.insert(field.name.clone(), why);
+                plan.settled.push(field.name.clone());
+            }
             Decision::Write { to, value, why } => {
                 plan.writes[to as usize].insert(field.name.clone(), value);
+                plan.reasons.insert(field.name.clone(), why);
+                plan.settled.push(field.name.clone());
+            }
+            Decision::Merged { value, why } => {
+                for (side, current) in [(Side::Left, l), (Side::Right, r)] {
+                    if current != &value && !field.readonly(side) {
+                        plan.writes[side as usize].insert(field.name.clone(), value.clone());
+                    }
+                }
                 plan.reasons.insert(field.name.clone(), why);
                 plan.settled.push(field.name.clone());
             }
