@@ -6,6 +6,7 @@ mod connectors;
 mod deletes;
 mod limits;
 mod mailchimp_tags;
+mod scope;
 mod sims;
 mod support;
 mod sync;

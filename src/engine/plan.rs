@@ -43,6 +43,8 @@ pub enum Skip {
     KeyTaken,
     /// The link's record is archived or deleted on a side: nothing syncs until it is restored.
     Gone,
+    /// A record is outside the policy's scope for its side.
+    OutOfScope,
 }
 
 /// One side's current record: freshly read, or the last version remembered.
@@ -132,6 +134,36 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
             .and_then(Value::as_str)
             .map(String::from)
     };
+    // Records outside the scope are neither linked, created nor synced. A linked
+    // one is remembered, so the other side's edits wait as well, and its events
+    // still put their marks.
+    if Side::BOTH
+        .into_iter()
+        .any(|side| current(side).is_some_and(|record| !policy.in_scope(side, record.fields)))
+    {
+        let Some(state) = &item.link else {
+            return Err(Skip::OutOfScope);
+        };
+        let mut writes = Vec::new();
+        for (side, path, standing) in &marks {
+            if let Some(id) = state.link.id_on(*side) {
+                let op = WriteOp::Update { id: id.to_string() };
+                add_mark(&mut writes, *side, op, &state.link.key, path, *standing);
+            }
+        }
+        return Ok(Change {
+            link: LinkRef::Existing(state.link.id),
+            seen,
+            agreed: BTreeMap::new(),
+            writes,
+            conflicts: Vec::new(),
+            settled: Vec::new(),
+            new_key: None,
+            reconciled: true,
+            gone: None,
+            restored,
+        });
+    }
     match (current(Side::Left), current(Side::Right)) {
         (Some(left), Some(right)) => {
             if left.standing == Standing::Archived || right.standing == Standing::Archived {

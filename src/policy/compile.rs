@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::raw::{RawField, RawPolicy};
 use super::{
-    Action, Codec, DateFormat, FieldPolicy, FieldType, Normalize, Policy, Reactions, Rule,
+    Action, Codec, DateFormat, FieldPolicy, FieldType, Normalize, Policy, Reactions, Rule, Scope,
 };
 use crate::location::{Located, Problems};
 use crate::side::Side;
@@ -286,23 +286,117 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
         on[side as usize] = reactions;
     }
 
+    let mut scope = [Scope::default(), Scope::default()];
+    for (connector, table) in &raw.scope {
+        let Some(side) = side_named(connector.get_ref(), &raw) else {
+            problems.push(
+                at(
+                    connector.span(),
+                    format!(
+                        "[scope.{0}]: `{0}` is not a connector of this pair",
+                        connector.get_ref()
+                    ),
+                )
+                .hint(format!(
+                    "use [scope.{}] or [scope.{}]",
+                    raw.left.get_ref(),
+                    raw.right.get_ref()
+                )),
+            );
+            continue;
+        };
+        let here = raw_connector(&raw, side);
+        let check = |path: &Spanned<String>, problems: &mut Vec<Located>| {
+            if connectors_known && let Err(why) = schemas.check_path(here, path.get_ref()) {
+                problems.push(at(path.span(), format!("[scope.{here}]: {why}")));
+            }
+        };
+        let t = table.get_ref();
+        let compiled = &mut scope[side as usize];
+        for path in t.require.iter().flatten() {
+            check(path, &mut problems);
+            compiled.require.push(path.get_ref().clone());
+        }
+        for (key, values, into) in [
+            ("only", &t.only, &mut compiled.only),
+            ("except", &t.except, &mut compiled.except),
+        ] {
+            for (path, list) in values.iter().flatten() {
+                check(path, &mut problems);
+                if list.get_ref().is_empty() {
+                    problems.push(
+                        at(
+                            list.span(),
+                            format!("[scope.{here}].{key}: `{}` lists no values", path.get_ref()),
+                        )
+                        .hint("list the values, or remove the entry"),
+                    );
+                }
+                let mut texts = Vec::new();
+                for value in list.get_ref() {
+                    match value {
+                        toml::Value::String(text) => texts.push(text.trim().to_lowercase()),
+                        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+                            texts.push(value.to_string())
+                        }
+                        other => problems.push(at(
+                            list.span(),
+                            format!(
+                                "[scope.{here}].{key}: `{}` lists {other}, which is not a text, number or bool",
+                                path.get_ref()
+                            ),
+                        )),
+                    }
+                }
+                into.push((path.get_ref().clone(), texts));
+            }
+        }
+    }
+
     if !problems.is_empty() {
         problems.sort_by_key(|p| (p.line, p.column));
         return Err(Problems(problems));
     }
     let name = raw
         .name
-        .map(|n| n.into_inner())
+        .as_ref()
+        .map(|n| n.get_ref().clone())
         .unwrap_or_else(|| super::display_name(path));
-    Ok(Policy {
+    let policy = Policy {
         name,
         file: path.to_path_buf(),
-        left: raw.left.into_inner(),
-        right: raw.right.into_inner(),
+        left: raw.left.get_ref().clone(),
+        right: raw.right.get_ref().clone(),
         create,
         fields,
         on,
-    })
+        scope,
+        examples: raw.examples.len(),
+    };
+    // The examples run last: they need the compiled policy.
+    let problems = super::examples::check(&policy, &raw.examples, &raw, &at);
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+    Ok(policy)
+}
+
+/// The side a name stands for: `left`, `right` or one of the pair's connectors.
+pub(super) fn side_named(name: &str, raw: &RawPolicy) -> Option<Side> {
+    match name {
+        "left" => Some(Side::Left),
+        "right" => Some(Side::Right),
+        n if n == raw.left.get_ref() => Some(Side::Left),
+        n if n == raw.right.get_ref() => Some(Side::Right),
+        _ => None,
+    }
+}
+
+fn raw_connector(raw: &RawPolicy, side: Side) -> &str {
+    match side {
+        Side::Left => raw.left.get_ref(),
+        Side::Right => raw.right.get_ref(),
+    }
 }
 
 fn field_rule(

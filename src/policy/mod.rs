@@ -8,6 +8,7 @@
 //! module does no I/O apart from reading the file, and never reads the clock.
 
 mod compile;
+mod examples;
 mod raw;
 pub mod transform;
 
@@ -139,6 +140,66 @@ impl Reactions {
     }
 }
 
+/// Which records of one side sync. A record outside the scope is neither
+/// linked nor created on the other side; a linked record that leaves it stops
+/// syncing its fields (its events still take their `[on]` action) until it is back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Paths that must hold a value.
+    pub require: Vec<String>,
+    /// Paths whose value must be one of these (for a list, hold one of them).
+    pub only: Vec<(String, Vec<String>)>,
+    /// Paths whose value must be none of these (for a list, hold none of them).
+    pub except: Vec<(String, Vec<String>)>,
+}
+
+impl Scope {
+    /// Whether a record with these fields syncs. Values compare trimmed and
+    /// without regard to case.
+    pub fn admits(&self, fields: &FieldMap) -> bool {
+        let texts = |path: &str| -> Vec<String> {
+            let text = |value: &Value| match value {
+                Value::String(text) => text.trim().to_lowercase(),
+                other => other.to_string(),
+            };
+            match fields.get(path) {
+                None | Some(Value::Null) => vec![],
+                Some(Value::Array(items)) => items.iter().map(text).collect(),
+                Some(value) => vec![text(value)]
+                    .into_iter()
+                    .filter(|t| !t.is_empty())
+                    .collect(),
+            }
+        };
+        let holds_one_of =
+            |path: &str, allowed: &[String]| texts(path).iter().any(|t| allowed.contains(t));
+        self.require.iter().all(|path| !texts(path).is_empty())
+            && self
+                .only
+                .iter()
+                .all(|(path, allowed)| holds_one_of(path, allowed))
+            && !self
+                .except
+                .iter()
+                .any(|(path, barred)| holds_one_of(path, barred))
+    }
+
+    /// The paths the scope reads.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.require.iter().map(String::as_str).chain(
+            self.only
+                .iter()
+                .chain(&self.except)
+                .map(|(p, _)| p.as_str()),
+        )
+    }
+
+    /// Whether every record syncs.
+    pub fn is_everything(&self) -> bool {
+        self.require.is_empty() && self.only.is_empty() && self.except.is_empty()
+    }
+}
+
 /// One synced field.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldPolicy {
@@ -176,6 +237,16 @@ impl FieldPolicy {
     pub fn read(&self, side: Side, raw: &Value) -> Value {
         let value = self.codec.read(side as usize, raw);
         match value {
+            Value::String(text) if self.key => {
+                normalize_key(&text).map_or(Value::Null, Value::String)
+            }
+            other => other,
+        }
+    }
+
+    /// A value written in canonical form (a policy example's) made exactly canonical.
+    pub fn canonical(&self, value: &Value) -> Value {
+        match self.codec.canonical(value) {
             Value::String(text) if self.key => {
                 normalize_key(&text).map_or(Value::Null, Value::String)
             }
@@ -221,6 +292,10 @@ pub struct Policy {
     pub fields: Vec<FieldPolicy>,
     /// What events on each side do on the other, by the side they happen on.
     pub on: [Reactions; 2],
+    /// Which records of each side sync.
+    pub scope: [Scope; 2],
+    /// How many examples the policy carries (all of them passed when it compiled).
+    pub examples: usize,
 }
 
 impl Policy {
@@ -247,10 +322,22 @@ impl Policy {
 
     /// Every path the policy reads on `side`, for the connector to request.
     pub fn paths(&self, side: Side) -> Vec<String> {
-        self.fields
+        let mut paths: Vec<String> = self
+            .fields
             .iter()
             .map(|f| f.path(side).to_string())
-            .collect()
+            .collect();
+        for path in self.scope[side as usize].paths() {
+            if !paths.iter().any(|p| p == path) {
+                paths.push(path.to_string());
+            }
+        }
+        paths
+    }
+
+    /// Whether a record on `side` with these fields syncs.
+    pub fn in_scope(&self, side: Side, fields: &FieldMap) -> bool {
+        self.scope[side as usize].admits(fields)
     }
 
     /// A record's canonical values: each field read from its path through its codec
@@ -285,12 +372,14 @@ impl Policy {
     /// The policy with its sides swapped.
     pub fn mirrored(&self) -> Policy {
         let [left, right] = self.on.clone();
+        let [left_scope, right_scope] = self.scope.clone();
         Policy {
             left: self.right.clone(),
             right: self.left.clone(),
             create: [self.create[1], self.create[0]],
             fields: self.fields.iter().map(FieldPolicy::mirrored).collect(),
             on: [right, left],
+            scope: [right_scope, left_scope],
             ..self.clone()
         }
     }

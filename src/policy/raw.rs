@@ -26,7 +26,29 @@ pub struct RawPolicy {
     /// What events on each connector do on the other side, by connector name.
     #[serde(default)]
     pub on: BTreeMap<Spanned<String>, Spanned<RawOn>>,
+    /// Which records of each connector sync, by connector name.
+    #[serde(default)]
+    pub scope: BTreeMap<Spanned<String>, Spanned<RawScope>>,
+    /// Cases the policy must decide as written.
+    #[serde(default)]
+    pub examples: Vec<Spanned<RawExample>>,
 }
+
+/// `[scope.<connector>]`: which of that connector's records sync.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScope {
+    /// Paths that must hold a value.
+    pub require: Option<Vec<Spanned<String>>>,
+    /// Path to the values one of which it must hold.
+    pub only: Option<BTreeMap<Spanned<String>, Spanned<Vec<toml::Value>>>>,
+    /// Path to values it must not hold.
+    pub except: Option<BTreeMap<Spanned<String>, Spanned<Vec<toml::Value>>>>,
+}
+
+/// `[[examples]]`: one field's case and what the policy must make of it, key
+/// by key, since the sides' values are keyed by connector name (or `left`/`right`).
+pub type RawExample = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
 /// `[on.<connector>]`: events on that connector and what they do on the other side.
 #[derive(Debug, Deserialize)]

@@ -70,6 +70,10 @@ fn the_shipped_policy_compiles() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/hubspot-mailchimp.toml");
     let policy = load(&path, &TwoConnectors).unwrap();
     assert_eq!(policy.name, "hubspot-mailchimp");
+    assert!(
+        policy.examples >= 5,
+        "every shipped policy carries its examples"
+    );
     assert_eq!(
         (policy.left.as_str(), policy.right.as_str()),
         ("hubspot", "mailchimp")
@@ -340,5 +344,202 @@ fn event_errors() {
     check_errors(
         &with("[on.hubspot]\nmerge = \"x\"\n"),
         &["18:1: unknown field `merge`"],
+    );
+}
+
+/// VALID with a phone field and these examples appended.
+fn with_examples(examples: &str) -> String {
+    format!(
+        "{VALID}\n[fields.phone]\nleft = \"properties.phone\"\nright = \"merge_fields.PHONE\"\nrule = \"source_of_truth\"\nsource = \"hubspot\"\nnormalize = [\"phone\"]\n{examples}"
+    )
+}
+
+#[test]
+fn examples_that_hold_compile_and_are_counted() {
+    let source = with_examples(
+        r#"
+[[examples]]
+about = "both sides fix the phone: HubSpot wins, spacing aside"
+field = "phone"
+base = "+1 555 0100"
+hubspot = "+1 555 0199"
+mailchimp = "+1 (555) 0142"
+expect = "+15550199"
+
+[[examples]]
+about = "the newer name wins"
+field = "first_name"
+base = "Ada"
+hubspot = "Augusta"
+mailchimp = "Ada L."
+newer = "mailchimp"
+expect = "Ada L."
+
+[[examples]]
+about = "same time, no tie side: a person decides"
+field = "first_name"
+base = "Ada"
+hubspot = "Augusta"
+mailchimp = "Ada L."
+conflict = true
+
+[[examples]]
+about = "an emptied name does not erase the other side's"
+field = "first_name"
+base = "Ada"
+hubspot = "Ada"
+expect = { hubspot = "Ada", mailchimp = "" }
+"#,
+    );
+    let policy = compile(Path::new("p.toml"), &source, &TwoConnectors).unwrap();
+    assert_eq!(policy.examples, 4);
+}
+
+#[test]
+fn an_example_the_policy_contradicts_fails_at_its_place() {
+    let source = with_examples(
+        r#"
+[[examples]]
+about = "mailchimp wins the phone"
+field = "phone"
+base = "+1 555 0100"
+hubspot = "+1 555 0199"
+mailchimp = "+1 555 0142"
+expect = "+1 555 0142"
+"#,
+    );
+    // An example's problems point at its `[[examples]]` header.
+    let line = source
+        .lines()
+        .position(|l| l.starts_with("about = \"mailchimp"))
+        .unwrap();
+    check_errors(
+        &source,
+        &[&format!(
+            "{line}:1: example \"mailchimp wins the phone\": field `phone` (rule source_of_truth): expected both sides end with \"+15550142\", but both sides end with \"+15550199\""
+        )],
+    );
+    let conflict = source.replace("expect = \"+1 555 0142\"", "conflict = true");
+    check_errors(
+        &conflict,
+        &[&format!(
+            "{line}:1: example \"mailchimp wins the phone\": field `phone` (rule source_of_truth): expected a conflict, but both sides end with"
+        )],
+    );
+}
+
+#[test]
+fn malformed_examples_are_errors() {
+    let source = with_examples(
+        r#"
+[[examples]]
+about = "unknown field"
+field = "fax"
+expect = "1"
+
+[[examples]]
+about = "no outcome"
+field = "phone"
+
+[[examples]]
+about = "both outcomes"
+field = "phone"
+expect = "1"
+conflict = true
+
+[[examples]]
+about = "bad side"
+field = "phone"
+newer = "crm"
+expect = "1"
+
+[[examples]]
+about = "half a table"
+field = "phone"
+expect = { hubspot = "1" }
+
+[[examples]]
+about = "a stray key"
+field = "phone"
+salesforce = "1"
+expect = "1"
+"#,
+    );
+    let line = |text: &str| source.lines().position(|l| l == text).unwrap() + 1;
+    check_errors(
+        &source,
+        &[
+            &format!(
+                "{}:9: example \"unknown field\": `fax` is not a field of this policy (hint: fields: email, first_name, phone)",
+                line("field = \"fax\"")
+            ),
+            &format!(
+                "{}:1: example \"no outcome\": says nothing of the outcome",
+                line("about = \"no outcome\"") - 1
+            ),
+            &format!(
+                "{}:12: example \"both outcomes\": give `expect` or `conflict = true`, not both",
+                line("conflict = true")
+            ),
+            &format!(
+                "{}:9: example \"bad side\": `newer = \"crm\"` is not a side",
+                line("newer = \"crm\"")
+            ),
+            &format!(
+                "{}:10: example \"half a table\": `expect` is a value, or a table",
+                line("expect = { hubspot = \"1\" }")
+            ),
+            &format!(
+                "{}:1: example \"a stray key\": unknown key `salesforce` (hint: use about, field, base, hubspot, mailchimp, newer, expect or conflict)",
+                line("salesforce = \"1\"")
+            ),
+        ],
+    );
+}
+
+#[test]
+fn scope_compiles_and_reports_its_errors() {
+    let source = format!(
+        "{VALID}\n[scope.mailchimp]\nonly = {{ status = [\"Subscribed\", \"pending\"] }}\n\n[scope.hubspot]\nrequire = [\"properties.email\"]\nexcept = {{ \"properties.lifecyclestage\" = [\"other\"] }}\n"
+    );
+    let policy = compile(Path::new("p.toml"), &source, &TwoConnectors).unwrap();
+    assert_eq!(
+        policy.scope[1].only,
+        vec![(
+            "status".to_string(),
+            vec!["subscribed".to_string(), "pending".into()]
+        )]
+    );
+    assert!(
+        policy
+            .paths(Side::Left)
+            .contains(&"properties.lifecyclestage".to_string())
+    );
+    let member = |status: &str| {
+        tandem_core::FieldMap::from([("status".to_string(), serde_json::json!(status))])
+    };
+    assert!(policy.in_scope(Side::Right, &member("pending")));
+    assert!(!policy.in_scope(Side::Right, &member("unsubscribed")));
+
+    let bad = format!(
+        "{VALID}\n[scope.salesforce]\nrequire = []\n\n[scope.hubspot]\nrequire = [\"email\"]\nonly = {{ \"properties.lifecyclestage\" = [] }}\n"
+    );
+    let line = |text: &str| bad.lines().position(|l| l == text).unwrap() + 1;
+    check_errors(
+        &bad,
+        &[
+            &format!(
+                "{}:8: [scope.salesforce]: `salesforce` is not a connector of this pair",
+                line("[scope.salesforce]")
+            ),
+            &format!(
+                "{}:12: [scope.hubspot]: HubSpot paths name a contact property",
+                line("require = [\"email\"]")
+            ),
+            &format!(
+                "{}:40: [scope.hubspot].only: `properties.lifecyclestage` lists no values",
+                line("only = { \"properties.lifecyclestage\" = [] }")
+            ),
+        ],
     );
 }

@@ -169,10 +169,19 @@ impl Codec {
     /// A side's value in canonical form. Empty values (null, blank text, an empty
     /// list) are `Null`.
     pub fn read(&self, side: usize, raw: &Value) -> Value {
+        self.read_with(&self.sides[side], raw)
+    }
+
+    /// A value written in canonical form (in a policy's examples) made exactly
+    /// canonical: typed and normalized, with no side's maps.
+    pub fn canonical(&self, value: &Value) -> Value {
+        self.read_with(&SideCodec::default(), value)
+    }
+
+    fn read_with(&self, codec: &SideCodec, raw: &Value) -> Value {
         if is_empty(raw) {
             return Value::Null;
         }
-        let codec = &self.sides[side];
         if let Some((_, mapped)) = codec
             .map
             .iter()

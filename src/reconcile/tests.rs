@@ -539,6 +539,8 @@ fn policy() -> Policy {
             named("company", Rule::Manual),
         ],
         on: Default::default(),
+        scope: Default::default(),
+        examples: 0,
     }
 }
 
