@@ -10,6 +10,7 @@ pub mod demo;
 pub mod engine;
 pub mod fixtures;
 pub mod http;
+pub mod inspect;
 pub mod location;
 pub mod policy;
 pub mod reconcile;

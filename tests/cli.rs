@@ -8,7 +8,7 @@ use crate::support::World;
 
 /// Run the binary. The simulators of a test live on its runtime, so the child
 /// is waited for without blocking that runtime.
-async fn tandem(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn tandem(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
     command.args(args).env_remove("TANDEM_LOG");
     for (key, value) in env {
@@ -17,7 +17,7 @@ async fn tandem(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().await.expect("tandem runs")
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 

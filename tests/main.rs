@@ -6,6 +6,7 @@ mod connectors;
 mod deletes;
 mod limits;
 mod mailchimp_tags;
+mod policy_cli;
 mod scope;
 mod sims;
 mod support;

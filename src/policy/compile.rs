@@ -119,7 +119,10 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
 
     let mut fields = Vec::new();
     let mut used_paths: HashMap<(Side, String), String> = HashMap::new();
-    for (name, field) in raw.fields.get_ref() {
+    // In file order: the map sorts by name.
+    let mut in_order: Vec<_> = raw.fields.get_ref().iter().collect();
+    in_order.sort_by_key(|(name, _)| name.span().start);
+    for (name, field) in in_order {
         let is_key = name.get_ref() == &key_name;
         let rule = field_rule(name, field.get_ref(), is_key, &raw, &mut problems, &at);
         let codec = field_codec(name, field.get_ref(), rule, is_key, &mut problems, &at);

@@ -563,6 +563,17 @@ impl Store {
             .optional()?)
     }
 
+    /// Up to `limit` links of a pair with ids above `after`, in id order: a way to
+    /// walk every link without holding them all.
+    pub fn links_after(&self, pair: &str, after: i64, limit: usize) -> Result<Vec<Link>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, match_key, left_id, right_id, left_gone_at, right_gone_at FROM links
+             WHERE pair = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![pair, after, limit as i64], read_link)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// A link with its base and last seen versions.
     pub fn link_state(&self, link: Link) -> Result<LinkState> {
         let mut base = Base::new();

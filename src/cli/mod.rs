@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+mod policy;
+
 use crate::config::{Config, DEFAULT_FILE};
 use crate::engine::{Clock, Engine, PassReport, SetupError, open_existing_store};
 
@@ -52,6 +54,9 @@ enum Command {
     /// Conflicts that no rule could settle.
     #[command(subcommand)]
     Conflicts(ConflictsCommand),
+    /// Check a policy, explain how it decides a record, preview a new version.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Serve a simulator of a vendor API (for tests, demos and trying configurations).
     #[command(subcommand)]
     Sim(SimCommand),
@@ -238,6 +243,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Conflicts(ConflictsCommand::List { config, all, json }) => {
             list_conflicts(&config.config, all, json)
         }
+        Command::Policy(command) => policy::run(command),
         Command::Sim(sim) => serve_sim(sim).await,
         Command::Bench(args) => crate::bench::run(args)
             .await
@@ -459,7 +465,7 @@ fn list_conflicts(path: &std::path::Path, all: bool, json: bool) -> Result<ExitC
 }
 
 /// Columns padded to their widest cell.
-fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
+pub(crate) fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = header.each_ref().map(|h| h.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -469,12 +475,13 @@ fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let line = |cells: &[String; N]| {
         let mut out = String::new();
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
-            let cell: String = cell.chars().take(40).collect();
             if i + 1 == N {
-                out.push_str(&cell);
-            } else {
-                out.push_str(&format!("{cell:<width$}  "));
+                // The last column is not padded, so it is not cut either.
+                out.push_str(cell);
+                continue;
             }
+            let cell: String = cell.chars().take(40).collect();
+            out.push_str(&format!("{cell:<width$}  "));
         }
         out.trim_end().to_string() + "\n"
     };
