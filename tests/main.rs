@@ -7,6 +7,7 @@ mod deletes;
 mod limits;
 mod mailchimp_tags;
 mod policy_cli;
+mod reload;
 mod scope;
 mod sims;
 mod support;

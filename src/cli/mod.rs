@@ -347,13 +347,33 @@ struct PairStatus {
     counts: crate::store::Counts,
     last_poll: [Option<tandem_core::Millis>; 2],
     dead: Vec<crate::store::DeadLetter>,
+    /// The active policy version.
+    policy: Option<crate::store::PolicyVersion>,
+    /// A newer version of the file that was refused, which the engine does not run.
+    refused_policy: Option<crate::store::PolicyVersion>,
 }
 
 fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
     let config = Config::load(path).map_err(bad_input)?;
-    let policies = crate::engine::load_policies(&config).map_err(bad_input)?;
     let store =
         open_existing_store(&config.store_path).map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+    // A policy file that does not compile now is shown by the version that runs.
+    let schemas = crate::engine::ConfigSchemas(&config);
+    let mut policies = Vec::new();
+    for file in &config.pairs {
+        match crate::policy::load(file, &schemas) {
+            Ok(policy) => policies.push(policy),
+            Err(problems) => {
+                let running = store
+                    .active_policy_of_file(&file.display().to_string())?
+                    .and_then(|(_, source)| crate::policy::compile(file, &source, &schemas).ok());
+                match running {
+                    Some(policy) => policies.push(policy),
+                    None => return Err(bad_input(problems)),
+                }
+            }
+        }
+    }
     let dead = store.dead_letters()?;
     let mut pairs = Vec::new();
     for policy in &policies {
@@ -362,6 +382,10 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
             connectors: [policy.left.clone(), policy.right.clone()],
             counts: store.counts(&policy.name)?,
             last_poll: store.last_polls(&policy.name)?,
+            policy: store.policy_version(&policy.name, true)?,
+            refused_policy: store
+                .policy_version(&policy.name, false)?
+                .filter(|v| v.outcome == "refused"),
             dead: dead
                 .iter()
                 .filter(|d| d.pair == policy.name)
@@ -404,6 +428,32 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 "    #{} to {system} for {} after {} attempts: {}",
                 letter.id, letter.key, letter.attempts, letter.error
             );
+        }
+        if let Some(version) = &pair.policy {
+            println!(
+                "  policy           {} ({}), activated {} by {}{}",
+                version.file,
+                &version.sha256[..12],
+                tandem_core::clock::format_seconds_offset(version.at),
+                version.by,
+                if version.applied_at.is_none() {
+                    "; not yet applied to every link"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(refused) = &pair.refused_policy {
+            println!(
+                "  REFUSED policy   {} ({}), changed {} by {}; the version above stays active:",
+                refused.file,
+                &refused.sha256[..12],
+                tandem_core::clock::format_seconds_offset(refused.at),
+                refused.by
+            );
+            for line in refused.problems.as_deref().unwrap_or_default().lines() {
+                println!("                   {line}");
+            }
         }
         println!("  last poll        {left}: {}", ago(pair.last_poll[0]));
         println!("                   {right}: {}", ago(pair.last_poll[1]));

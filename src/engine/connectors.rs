@@ -104,6 +104,20 @@ impl AnyConnector {
         }
     }
 
+    /// Read these paths from now on (a reloaded policy may sync new fields).
+    /// Mailchimp always returns whole members, so only HubSpot needs telling.
+    pub fn read_paths(&self, paths: &[String]) {
+        if let AnyConnector::HubSpot(client) = self {
+            client.read_properties(
+                paths
+                    .iter()
+                    .filter_map(|p| tandem_hubspot::property_of(p))
+                    .map(String::from)
+                    .collect(),
+            );
+        }
+    }
+
     /// Build every connector of a config, each reading the paths its pairs use.
     pub fn build_all(
         config: &Config,

@@ -9,6 +9,7 @@
 
 pub mod connectors;
 mod plan;
+mod reload;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -34,6 +35,8 @@ use crate::store::{Finish, Store, StoreError, StoreHandle};
 
 /// Records reconciled per store transaction.
 const CHUNK: usize = 500;
+/// How often a running engine looks at its policy files.
+const POLICY_CHECK: Duration = Duration::from_secs(2);
 /// Distinct problems kept in a pass report.
 const KEPT_ERRORS: usize = 10;
 
@@ -131,6 +134,8 @@ pub struct PairReport {
     pub deferred: usize,
     /// Writes still queued after the pass.
     pub pending: u64,
+    /// Links decided again under a newly activated policy version.
+    pub redecided: usize,
     /// Records skipped, by reason.
     pub skipped: BTreeMap<String, usize>,
     /// A sample of the problems met, for people.
@@ -187,7 +192,10 @@ impl PassReport {
 pub struct Engine {
     store: StoreHandle,
     connectors: BTreeMap<String, Arc<AnyConnector>>,
-    pairs: Vec<Arc<Policy>>,
+    /// The active policies; a reload replaces one.
+    pairs: std::sync::RwLock<Vec<Arc<Policy>>>,
+    /// The policy files, when the engine started from a config.
+    watch: Option<reload::Watch>,
     settings: EngineSettings,
     clock: Clock,
     /// Woken when a webhook recorded new hints.
@@ -265,13 +273,11 @@ impl Engine {
             }
         }
         let store = Store::open(&config.store_path)?;
-        Ok(Engine::assemble(
-            store,
-            built,
-            policies,
-            config.engine,
-            clock,
-        ))
+        let watch = reload::Watch::new(config, &policies);
+        let mut engine = Engine::assemble(store, built, policies, config.engine, clock);
+        engine.watch = Some(watch);
+        engine.record_starting_versions().await?;
+        Ok(engine)
     }
 
     /// An engine from parts, for tests and tools that build their own connectors.
@@ -288,11 +294,17 @@ impl Engine {
                 .into_iter()
                 .map(|(k, v)| (k, Arc::new(v)))
                 .collect(),
-            pairs: pairs.into_iter().map(Arc::new).collect(),
+            pairs: std::sync::RwLock::new(pairs.into_iter().map(Arc::new).collect()),
+            watch: None,
             settings,
             clock,
             nudge: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The active policies, one per pair.
+    pub fn policies(&self) -> Vec<Arc<Policy>> {
+        self.pairs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The store, for reading state.
@@ -322,7 +334,8 @@ impl Engine {
     ) -> Result<PassReport, PassError> {
         let started = std::time::Instant::now();
         let mut report = PassReport::default();
-        for policy in &self.pairs {
+        self.reload_policies().await?;
+        for policy in &self.policies() {
             let span = info_span!("pair", pair = %policy.name);
             let pair = self
                 .pass_pair(policy, poll, shutdown)
@@ -354,9 +367,15 @@ impl Engine {
                 self.hint_pass(&shutdown).await?
             };
             on_pass(&report);
+            // Policy files are looked at every few seconds, even between polls.
+            let wake = if self.watch.is_some() {
+                next_poll.min(tokio::time::Instant::now() + POLICY_CHECK)
+            } else {
+                next_poll
+            };
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep_until(next_poll) => {}
+                () = tokio::time::sleep_until(wake) => {}
                 () = self.nudge.notified() => {}
             }
         }
@@ -372,7 +391,7 @@ impl Engine {
         hints: Vec<tandem_core::Hint>,
     ) -> Result<usize, StoreError> {
         let targets: Vec<(String, Side)> = self
-            .pairs
+            .policies()
             .iter()
             .flat_map(|p| {
                 Side::BOTH
@@ -523,6 +542,9 @@ impl Engine {
                     report.problem(format!("lookup: {e}"));
                 }
             }
+        }
+        if !shutdown.is_cancelled() {
+            self.apply_new_version(policy, &mut report).await?;
         }
         report.timings.reconcile_ms = started.elapsed().as_millis() as u64;
         for side in Side::BOTH {
@@ -722,6 +744,83 @@ impl Engine {
                 return Ok(());
             }
         }
+    }
+
+    /// Decide every settled link again under a newly activated policy version,
+    /// from the stored state, as `tandem policy preview` showed. Links with a
+    /// staged record or a queued write are left to the normal flow, which
+    /// decides them under the new version anyway.
+    async fn apply_new_version(
+        &self,
+        policy: &Arc<Policy>,
+        report: &mut PairReport,
+    ) -> Result<(), StoreError> {
+        let pair = policy.name.clone();
+        let Some(version) = self
+            .store
+            .call(move |s| s.policy_version(&pair, true))
+            .await?
+            .filter(|v| v.applied_at.is_none())
+        else {
+            return Ok(());
+        };
+        let mut after = 0;
+        loop {
+            let (pair, policy_now) = (policy.name.clone(), policy.clone());
+            let (changes, last) = self
+                .store
+                .call(move |s| {
+                    let busy = s.links_with_pending_writes(&pair)?;
+                    let links = s.links_after(&pair, after, CHUNK)?;
+                    let last = links.last().map(|l| l.id);
+                    let mut changes = Vec::new();
+                    'links: for link in links {
+                        if busy.contains(&link.id) {
+                            continue;
+                        }
+                        for side in Side::BOTH {
+                            if let Some(id) = link.id_on(side)
+                                && s.inbox_find(&pair, side, Some(id), None)?.is_some()
+                            {
+                                continue 'links;
+                            }
+                        }
+                        let item = Item {
+                            link: Some(s.link_state(link)?),
+                            ..Item::default()
+                        };
+                        if let Ok(change) = plan(&policy_now, &item)
+                            && !(change.writes.is_empty()
+                                && change.conflicts.is_empty()
+                                && change.settled.is_empty()
+                                && change.agreed.is_empty())
+                        {
+                            changes.push(change);
+                        }
+                    }
+                    Ok((changes, last))
+                })
+                .await?;
+            let Some(last) = last else { break };
+            after = last;
+            report.redecided += changes.len();
+            let (pair, now) = (policy.name.clone(), self.clock.now());
+            let applied = self
+                .store
+                .call(move |s| s.apply(&pair, &changes, &[], now))
+                .await?;
+            report.conflicts_opened += applied.conflicts_opened;
+            report.conflicts_closed += applied.conflicts_closed;
+        }
+        let now = self.clock.now();
+        self.store
+            .call(move |s| s.policy_applied(version.id, now))
+            .await?;
+        info!(
+            links = report.redecided,
+            "The new policy version is applied to every link."
+        );
+        Ok(())
     }
 
     /// Send due writes to one side, batch by batch, and record each outcome.

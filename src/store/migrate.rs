@@ -6,7 +6,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// Every migration, in order. Never edit a shipped one: add the next.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_policy_versions.sql"),
+];
 
 /// The schema version this build brings a store to.
 #[cfg(test)]

@@ -291,6 +291,53 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// A version of a pair's policy file, activated or refused.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PolicyVersion {
+    /// Row id.
+    pub id: i64,
+    /// The pair.
+    pub pair: String,
+    /// The file it was read from.
+    pub file: String,
+    /// SHA-256 of the file's content, hex.
+    pub sha256: String,
+    /// `activated` or `refused`.
+    pub outcome: String,
+    /// Why it was refused.
+    pub problems: Option<String>,
+    /// The file's owner.
+    pub by: String,
+    /// When.
+    pub at: Millis,
+    /// Paths it reads (left, right).
+    #[serde(skip)]
+    pub paths: [Vec<String>; 2],
+    /// When every link was decided again under it.
+    pub applied_at: Option<Millis>,
+}
+
+/// A version to record; see [`Store::record_policy_version`].
+#[derive(Debug, Clone)]
+pub struct NewPolicyVersion {
+    /// The pair.
+    pub pair: String,
+    /// The file.
+    pub file: String,
+    /// SHA-256 of its content, hex.
+    pub sha256: String,
+    /// Its content.
+    pub source: String,
+    /// `None` to activate it, else why it is refused.
+    pub problems: Option<String>,
+    /// The file's owner.
+    pub by: String,
+    /// Paths it reads (left, right).
+    pub paths: [Vec<String>; 2],
+    /// Sides whose cursor is dropped on activation, so that every record is read again.
+    pub reread: Vec<Side>,
+}
+
 /// One row of the audit log.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AuditEntry {
@@ -359,6 +406,140 @@ impl Store {
         Ok(self
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    // ---- policy versions --------------------------------------------------
+
+    /// Record a version of a pair's policy with an audit row, in one transaction.
+    /// Activating one also drops the cursors of `reread` sides, so that the next
+    /// poll reads every record with the paths the version adds.
+    pub fn record_policy_version(
+        &mut self,
+        version: &NewPolicyVersion,
+        now: Millis,
+    ) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        let outcome = if version.problems.is_some() {
+            "refused"
+        } else {
+            "activated"
+        };
+        tx.execute(
+            "INSERT INTO policy_versions (pair, file, sha256, source, outcome, problems, by_whom, at, left_paths, right_paths)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                version.pair,
+                version.file,
+                version.sha256,
+                version.source,
+                outcome,
+                version.problems,
+                version.by,
+                now,
+                to_json(&version.paths[0]),
+                to_json(&version.paths[1]),
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        if version.problems.is_none() {
+            for side in &version.reread {
+                tx.execute(
+                    "DELETE FROM cursors WHERE pair = ?1 AND side = ?2",
+                    params![version.pair, side.as_str()],
+                )?;
+            }
+        }
+        let action = format!("policy_{outcome}");
+        audit(
+            &tx,
+            now,
+            &action,
+            &version.pair,
+            None,
+            None,
+            &serde_json::json!({
+                "file": version.file,
+                "sha256": version.sha256,
+                "by": version.by,
+                "problems": version.problems,
+                "reread": version.reread.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            }),
+        )?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// A pair's newest policy version, or its newest activated one.
+    pub fn policy_version(
+        &self,
+        pair: &str,
+        activated_only: bool,
+    ) -> Result<Option<PolicyVersion>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id, pair, file, sha256, outcome, problems, by_whom, at, left_paths, right_paths, applied_at
+                 FROM policy_versions WHERE pair = ?1 AND (NOT ?2 OR outcome = 'activated')
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![pair, activated_only], |r| {
+                Ok((
+                    PolicyVersion {
+                        id: r.get(0)?,
+                        pair: r.get(1)?,
+                        file: r.get(2)?,
+                        sha256: r.get(3)?,
+                        outcome: r.get(4)?,
+                        problems: r.get(5)?,
+                        by: r.get(6)?,
+                        at: r.get(7)?,
+                        paths: [vec![], vec![]],
+                        applied_at: r.get(10)?,
+                    },
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                ))
+            })
+            .optional()?;
+        row.map(|(version, left, right)| {
+            Ok(PolicyVersion {
+                paths: [from_json(&left)?, from_json(&right)?],
+                ..version
+            })
+        })
+        .transpose()
+    }
+
+    /// The pair and content of the newest version activated from a file: what
+    /// runs while the file itself does not compile.
+    pub fn active_policy_of_file(&self, file: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT pair, source FROM policy_versions WHERE file = ?1 AND outcome = 'activated'
+                 ORDER BY id DESC LIMIT 1",
+                [file],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Note that every link was decided again under a version.
+    pub fn policy_applied(&self, id: i64, now: Millis) -> Result<()> {
+        self.conn.execute(
+            "UPDATE policy_versions SET applied_at = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Links of a pair with a write waiting in the outbox.
+    pub fn links_with_pending_writes(&self, pair: &str) -> Result<std::collections::HashSet<i64>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT DISTINCT link_id FROM outbox WHERE pair = ?1 AND status = 'pending'",
+        )?;
+        let rows = statement.query_map([pair], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     // ---- cursors and inbox ------------------------------------------------

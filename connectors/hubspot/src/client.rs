@@ -144,25 +144,45 @@ pub struct HubSpotClient {
     kit: HttpKit,
     base: String,
     token: SecretString,
-    properties: Arc<Vec<String>>,
+    /// Properties to read; the engine replaces them when a policy reload adds fields.
+    properties: Arc<std::sync::RwLock<Arc<Vec<String>>>>,
     overlap: Millis,
     search_limiter: Option<Arc<Limiter>>,
 }
 
+/// The properties to request: the key and change time, then `wanted` without repeats.
+fn property_list(wanted: Vec<String>) -> Vec<String> {
+    let mut properties = vec![KEY_PROPERTY.to_string(), MODIFIED_PROPERTY.to_string()];
+    for property in wanted {
+        if !properties.contains(&property) {
+            properties.push(property);
+        }
+    }
+    properties
+}
+
 impl HubSpotClient {
+    /// Read these contact properties (by name) from now on, besides the key and change time.
+    pub fn read_properties(&self, names: Vec<String>) {
+        let list = Arc::new(property_list(names));
+        *self.properties.write().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+
+    fn properties(&self) -> Arc<Vec<String>> {
+        self.properties
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Build a client; no request is made.
     pub fn new(config: HubSpotConfig) -> Result<Self, ConnectorError> {
-        let mut properties = vec![KEY_PROPERTY.to_string(), MODIFIED_PROPERTY.to_string()];
-        for property in config.properties {
-            if !properties.contains(&property) {
-                properties.push(property);
-            }
-        }
+        let properties = property_list(config.properties);
         Ok(Self {
             kit: HttpKit::new(config.http)?,
             base: config.base_url.trim_end_matches('/').to_string(),
             token: config.token,
-            properties: Arc::new(properties),
+            properties: Arc::new(std::sync::RwLock::new(Arc::new(properties))),
             overlap: config.search_overlap.as_millis() as Millis,
             search_limiter: config.search_rate.map(RateLimit::limiter),
         })
@@ -199,7 +219,7 @@ impl HubSpotClient {
         let mut query = vec![
             ("limit", LIST_LIMIT.to_string()),
             ("archived", "false".to_string()),
-            ("properties", self.properties.join(",")),
+            ("properties", self.properties().join(",")),
         ];
         if let Some(after) = after {
             query.push(("after", after.to_string()));
@@ -241,7 +261,7 @@ impl HubSpotClient {
                 direction: "DESCENDING".into(),
             }],
             query: None,
-            properties: self.properties.to_vec(),
+            properties: self.properties().to_vec(),
             limit: Some(SEARCH_LIMIT),
             after: (offset > 0).then(|| offset.to_string()),
         };
@@ -299,7 +319,7 @@ impl HubSpotClient {
             let request = BatchReadRequest {
                 inputs: chunk.iter().map(|id| BatchId { id: id.clone() }).collect(),
                 id_property: id_property.map(String::from),
-                properties: self.properties.to_vec(),
+                properties: self.properties().to_vec(),
                 properties_with_history: Vec::new(),
             };
             let builder = self
