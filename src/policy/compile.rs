@@ -168,13 +168,26 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
     }
 
     let mut on = [Reactions::default(), Reactions::default()];
-    for (connector, table) in &raw.on {
-        let side = match connector.get_ref().as_str() {
-            "left" => Side::Left,
-            "right" => Side::Right,
-            name if name == raw.left.get_ref() => Side::Left,
-            name if name == raw.right.get_ref() => Side::Right,
-            name => {
+    let mut on_set_by: [Option<&str>; 2] = [None, None];
+    for (connector, table) in in_file_order(&raw.on) {
+        let side = match side_named(connector.get_ref(), &raw) {
+            Some(side)
+                if twice(
+                    &mut on_set_by,
+                    side,
+                    connector,
+                    "on",
+                    "events",
+                    &raw,
+                    &mut problems,
+                    &at,
+                ) =>
+            {
+                continue;
+            }
+            Some(side) => side,
+            None => {
+                let name = connector.get_ref();
                 problems.push(
                     at(
                         connector.span(),
@@ -248,14 +261,7 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
                                 value.span(),
                                 format!("[on.{here}]: `{event} = \"{other}\"` is not an action"),
                             )
-                            .hint(format!(
-                                "use {}",
-                                allowed
-                                    .iter()
-                                    .map(|a| format!("\"{a}\""))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )),
+                            .hint(format!("use {}", one_of(allowed))),
                         );
                         Action::Mark
                     }
@@ -290,8 +296,24 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
     }
 
     let mut scope = [Scope::default(), Scope::default()];
-    for (connector, table) in &raw.scope {
-        let Some(side) = side_named(connector.get_ref(), &raw) else {
+    let mut scope_set_by: [Option<&str>; 2] = [None, None];
+    for (connector, table) in in_file_order(&raw.scope) {
+        let side = side_named(connector.get_ref(), &raw);
+        if let Some(side) = side
+            && twice(
+                &mut scope_set_by,
+                side,
+                connector,
+                "scope",
+                "scope",
+                &raw,
+                &mut problems,
+                &at,
+            )
+        {
+            continue;
+        }
+        let Some(side) = side else {
             problems.push(
                 at(
                     connector.span(),
@@ -356,6 +378,10 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
         }
     }
 
+    // Examples are checked for shape here, with everything else; they run once
+    // the policy compiles.
+    let examples = super::examples::parse_all(&raw.examples, &raw, &at, &mut problems);
+
     if !problems.is_empty() {
         problems.sort_by_key(|p| (p.line, p.column));
         return Err(Problems(problems));
@@ -377,11 +403,61 @@ pub fn compile(path: &Path, source: &str, schemas: &dyn Schemas) -> Result<Polic
         examples: raw.examples.len(),
     };
     // The examples run last: they need the compiled policy.
-    let problems = super::examples::check(&policy, &raw.examples, &raw, &at);
+    let problems = super::examples::run(&policy, &examples, &at);
     if !problems.is_empty() {
         return Err(Problems(problems));
     }
     Ok(policy)
+}
+
+/// Choices for a hint: `"a", "b" or "c"`.
+fn one_of(choices: &[&str]) -> String {
+    let quoted: Vec<String> = choices.iter().map(|c| format!("\"{c}\"")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.concat(),
+    }
+}
+
+/// A table's entries in file order (the map sorts them by name).
+fn in_file_order<V>(
+    map: &std::collections::BTreeMap<Spanned<String>, V>,
+) -> Vec<(&Spanned<String>, &V)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by_key(|(name, _)| name.span().start);
+    entries
+}
+
+/// Whether a `[table.<name>]` for `side` comes after another one for the same
+/// side (`[on.left]` and `[on.hubspot]`, say); reports it if so.
+#[allow(clippy::too_many_arguments)]
+fn twice<'a>(
+    set_by: &mut [Option<&'a str>; 2],
+    side: Side,
+    name: &'a Spanned<String>,
+    table: &str,
+    what: &str,
+    raw: &RawPolicy,
+    problems: &mut Vec<Located>,
+    at: &dyn Fn(std::ops::Range<usize>, String) -> Located,
+) -> bool {
+    match set_by[side as usize] {
+        Some(first) => {
+            problems.push(at(
+                name.span(),
+                format!(
+                    "[{table}.{0}]: `{0}` is {1}, whose {what} [{table}.{first}] already sets",
+                    name.get_ref(),
+                    raw_connector(raw, side)
+                ),
+            ));
+            true
+        }
+        None => {
+            set_by[side as usize] = Some(name.get_ref());
+            false
+        }
+    }
 }
 
 /// The side a name stands for: `left`, `right` or one of the pair's connectors.
@@ -497,10 +573,22 @@ fn field_rule(
             }
         },
         "newest" => {
-            let skew_ms = field
-                .skew_secs
-                .as_ref()
-                .map_or(0, |s| *s.get_ref() as i64 * 1000);
+            let skew_ms = match &field.skew_secs {
+                None => 0,
+                Some(secs) => match i64::try_from(*secs.get_ref())
+                    .ok()
+                    .and_then(|s| s.checked_mul(1000))
+                {
+                    Some(ms) => ms,
+                    None => {
+                        problems.push(at(
+                            secs.span(),
+                            format!("field `{field_name}`: `skew_secs` is too large"),
+                        ));
+                        0
+                    }
+                },
+            };
             tie(problems).map(|tie| Rule::Newest { tie, skew_ms })
         }
         "prefer-non-empty" => tie(problems).map(|tie| Rule::PreferNonEmpty { tie }),
@@ -543,8 +631,16 @@ fn field_codec(
     }
     let kind = codec.kind;
     let type_name = field.kind.as_ref().map_or("text", |k| k.get_ref().as_str());
+    // An unknown type is reported once; what applies to which type is not said of it.
+    let type_known = field
+        .kind
+        .as_ref()
+        .is_none_or(|k| FieldType::parse(k.get_ref()).is_some());
     let wrong_type =
         |key: &str, span: std::ops::Range<usize>, fits: &str, problems: &mut Vec<Located>| {
+            if !type_known {
+                return;
+            }
             problems.push(
                 at(
                     span,
@@ -555,10 +651,13 @@ fn field_codec(
         };
     if is_key && kind != FieldType::Text {
         let span = field.kind.as_ref().map_or(name.span(), |k| k.span());
-        problems.push(at(
-            span,
-            format!("field `{field_name}` is the match key, which is text"),
-        ));
+        problems.push(
+            at(
+                span,
+                format!("field `{field_name}` is the match key, which is text"),
+            )
+            .hint("remove `type` from the match field"),
+        );
     }
     codec.normalize = if matches!(kind, FieldType::Text | FieldType::List) {
         vec![Normalize::Trim]
@@ -592,7 +691,23 @@ fn field_codec(
         }
         _ => true,
     };
-    if !compatible && let Some(rule) = rule {
+    if !compatible
+        && is_key
+        && let Some(rule) = rule
+    {
+        // The key is text whatever the policy says, so only the rule can change.
+        let span = field.rule.as_ref().map_or(name.span(), |r| r.span());
+        problems.push(
+            at(
+                span,
+                format!(
+                    "field `{field_name}`: rule `{}` needs a list field, and the match key is text",
+                    rule.name()
+                ),
+            )
+            .hint("use a rule for text, such as \"newest\" or \"manual\""),
+        );
+    } else if !compatible && let Some(rule) = rule {
         let span = field.rule.as_ref().map_or(name.span(), |r| r.span());
         let wanted = match rule {
             Rule::Union => "list",
@@ -690,7 +805,8 @@ fn field_codec(
                 FieldType::Bool => json.is_boolean(),
                 FieldType::Number => json.is_number(),
                 FieldType::List => json.is_array(),
-                FieldType::Text | FieldType::Date => json.is_string(),
+                FieldType::Text => json.is_string(),
+                FieldType::Date => json.as_str().is_some_and(super::transform::is_date),
             };
             fits.then_some(json)
         };

@@ -8,9 +8,9 @@ use serde_json::Value;
 use tandem_core::Millis;
 use toml::Spanned;
 
+use super::Policy;
 use super::compile::side_named;
 use super::raw::{RawExample, RawPolicy};
-use super::{FieldPolicy, Policy};
 use crate::location::Located;
 use crate::reconcile::{Decision, FieldBase, decide_field};
 use crate::side::Side;
@@ -55,18 +55,49 @@ pub fn outcome(decision: &Decision, left: &Value, right: &Value) -> Outcome {
     }
 }
 
-/// One example, its keys checked.
-struct Example<'a> {
+/// What an example expects.
+enum Expected<'a> {
+    /// A person decides.
+    Conflict,
+    /// Both sides end with this canonical value.
+    Both(&'a toml::Value),
+    /// Each side ends with its own (left, right).
+    Sides([&'a toml::Value; 2]),
+}
+
+/// One example whose shape is checked; its outcome is checked by [`run`].
+pub struct Example<'a> {
     about: String,
+    span: Range<usize>,
     field: &'a Spanned<toml::Value>,
     base: Option<&'a Spanned<toml::Value>>,
     values: [Option<&'a Spanned<toml::Value>>; 2],
-    newer: Option<&'a Spanned<toml::Value>>,
-    expect: Option<&'a Spanned<toml::Value>>,
-    conflict: Option<&'a Spanned<toml::Value>>,
+    newer: Option<Side>,
+    expected: Expected<'a>,
 }
 
-/// Sort an example's keys, or say what is wrong with them.
+/// Check every example's keys and values against the raw policy, reporting
+/// every problem; the well-formed ones are returned to be run once the policy
+/// compiles. This stage needs no compiled policy, so its problems come with
+/// the policy's own.
+pub fn parse_all<'a>(
+    examples: &'a [Spanned<RawExample>],
+    raw: &RawPolicy,
+    at: &dyn Fn(Range<usize>, String) -> Located,
+    problems: &mut Vec<Located>,
+) -> Vec<Example<'a>> {
+    let mut parsed = Vec::new();
+    for example in examples {
+        let mut found = Vec::new();
+        if let Some(e) = parse(example, raw, at, &mut found) {
+            parsed.push(e);
+        }
+        found.sort_by_key(|p| (p.line, p.column));
+        problems.extend(found);
+    }
+    parsed
+}
+
 fn parse<'a>(
     example: &'a Spanned<RawExample>,
     raw: &RawPolicy,
@@ -97,159 +128,177 @@ fn parse<'a>(
             return None;
         }
     };
-    let mut parsed = Example {
-        about,
-        field: match get("field") {
-            Some(field) => field,
-            None => {
-                problems.push(
-                    at(
-                        example.span(),
-                        format!("example \"{}\": which `field`?", get_about(table)),
-                    )
-                    .hint("add field = \"<a field of [fields]>\""),
-                );
-                return None;
-            }
-        },
-        base: get("base"),
-        values: [None, None],
-        newer: get("newer"),
-        expect: get("expect"),
-        conflict: get("conflict"),
-    };
-    let mut ok = true;
-    for (key, value) in table {
-        match key.get_ref().as_str() {
-            "about" | "field" | "base" | "newer" | "expect" | "conflict" => {}
-            name => match side_named(name, raw) {
-                Some(side) => parsed.values[side as usize] = Some(value),
-                None => {
-                    problems.push(
-                        at(
-                            key.span(),
-                            format!("example \"{}\": unknown key `{name}`", parsed.about),
-                        )
-                        .hint(format!(
-                            "use about, field, base, {}, {}, newer, expect or conflict",
-                            raw.left.get_ref(),
-                            raw.right.get_ref()
-                        )),
-                    );
-                    ok = false;
-                }
-            },
-        }
+    let problem =
+        |span: Range<usize>, message: String| at(span, format!("example \"{about}\": {message}"));
+    let before = problems.len();
+    let field = get("field");
+    if field.is_none() {
+        problems.push(
+            problem(example.span(), "which `field`?".into())
+                .hint("add field = \"<a field of [fields]>\""),
+        );
     }
-    ok.then_some(parsed)
-}
-
-fn get_about(table: &RawExample) -> String {
-    table
-        .iter()
-        .find(|(k, _)| k.get_ref() == "about")
-        .and_then(|(_, v)| v.get_ref().as_str().map(String::from))
-        .unwrap_or_default()
-}
-
-/// Run the examples against the compiled policy; every failure and every
-/// malformed example is a problem at its place in the file.
-pub fn check(
-    policy: &Policy,
-    examples: &[Spanned<RawExample>],
-    raw: &RawPolicy,
-    at: &dyn Fn(Range<usize>, String) -> Located,
-) -> Vec<Located> {
-    let mut problems = Vec::new();
-    for example in examples {
-        let Some(e) = parse(example, raw, at, &mut problems) else {
-            continue;
-        };
-        let about = &e.about;
-        let problem = |span: Range<usize>, message: String| {
-            at(span, format!("example \"{about}\": {message}"))
-        };
-        let field_name = e.field.get_ref().as_str().unwrap_or_default();
-        let Some(field) = policy.fields.iter().find(|f| f.name == field_name) else {
+    if let Some(field) = field {
+        let name = plain(field.get_ref());
+        if !raw.fields.get_ref().keys().any(|k| k.get_ref() == &name) {
+            let mut names: Vec<_> = raw.fields.get_ref().keys().collect();
+            names.sort_by_key(|k| k.span().start);
             problems.push(
                 problem(
-                    e.field.span(),
-                    format!(
-                        "`{}` is not a field of this policy",
-                        plain(e.field.get_ref())
-                    ),
+                    field.span(),
+                    format!("`{name}` is not a field of this policy"),
                 )
                 .hint(format!(
                     "fields: {}",
-                    policy
-                        .fields
+                    names
                         .iter()
-                        .map(|f| f.name.as_str())
+                        .map(|k| k.get_ref().as_str())
                         .collect::<Vec<_>>()
                         .join(", ")
                 )),
             );
-            continue;
-        };
-        let newer = match e.newer.map(|n| (n, n.get_ref().as_str())) {
-            None | Some((_, Some("same"))) => None,
-            Some((n, name)) => match name.and_then(|name| side_named(name, raw)) {
-                Some(side) => Some(side),
-                None => {
-                    problems.push(
-                        problem(
-                            n.span(),
-                            format!("`newer = \"{}\"` is not a side", plain(n.get_ref())),
-                        )
-                        .hint(format!(
-                            "use \"{}\", \"{}\" or \"same\"",
-                            policy.left, policy.right
-                        )),
-                    );
-                    continue;
-                }
+        }
+    }
+    // The sides' values, by connector name or `left`/`right`, each given once.
+    let mut values: [Option<&Spanned<toml::Value>>; 2] = [None, None];
+    let mut given_by: [Option<&str>; 2] = [None, None];
+    let mut keys: Vec<_> = table.iter().collect();
+    keys.sort_by_key(|(k, _)| k.span().start);
+    for (key, value) in keys {
+        match key.get_ref().as_str() {
+            "about" | "field" | "base" | "newer" | "expect" | "conflict" => {}
+            name => match side_named(name, raw) {
+                Some(side) => match given_by[side as usize] {
+                    Some(first) => problems.push(problem(
+                        key.span(),
+                        format!("`{first}` and `{name}` both give the {side} side's value"),
+                    )),
+                    None => {
+                        given_by[side as usize] = Some(key.get_ref());
+                        values[side as usize] = Some(value);
+                    }
+                },
+                None => problems.push(problem(key.span(), format!("unknown key `{name}`")).hint(
+                    format!(
+                        "use about, field, base, {}, {}, newer, expect or conflict",
+                        raw.left.get_ref(),
+                        raw.right.get_ref()
+                    ),
+                )),
             },
-        };
-        let conflict = match e.conflict.map(|c| (c, c.get_ref())) {
-            None | Some((_, toml::Value::Boolean(false))) => None,
-            Some((c, toml::Value::Boolean(true))) => Some(c),
-            Some((c, _)) => {
-                problems.push(problem(c.span(), "`conflict` is true or false".into()));
-                continue;
-            }
-        };
-        let expected = match (e.expect, conflict) {
-            (Some(_), Some(conflict)) => {
-                problems.push(problem(
-                    conflict.span(),
-                    "give `expect` or `conflict = true`, not both".into(),
-                ));
-                continue;
-            }
-            (None, None) => {
+        }
+    }
+    let newer = match get("newer").map(|n| (n, n.get_ref().as_str())) {
+        None | Some((_, Some("same"))) => None,
+        Some((n, name)) => {
+            let side = name.and_then(|name| side_named(name, raw));
+            if side.is_none() {
                 problems.push(
-                    problem(example.span(), "says nothing of the outcome".into())
-                        .hint("add expect = <the value both sides end with>, or conflict = true"),
+                    problem(
+                        n.span(),
+                        format!("`newer = \"{}\"` is not a side", plain(n.get_ref())),
+                    )
+                    .hint(format!(
+                        "use \"{}\", \"{}\" or \"same\"",
+                        raw.left.get_ref(),
+                        raw.right.get_ref()
+                    )),
                 );
-                continue;
             }
-            (None, Some(_)) => None,
-            (Some(expect), None) => match expected_ends(field, expect.get_ref(), raw) {
-                Some(ends) => Some(ends),
-                None => {
-                    problems.push(
-                        problem(
-                            expect.span(),
-                            "`expect` is a value, or a table of both sides' values".into(),
-                        )
-                        .hint(format!(
-                            "for example expect = {{ {} = \"a\", {} = \"b\" }}",
-                            policy.left, policy.right
-                        )),
-                    );
-                    continue;
+            side
+        }
+    };
+    let conflict = match get("conflict").map(|c| (c, c.get_ref())) {
+        None | Some((_, toml::Value::Boolean(false))) => None,
+        Some((c, toml::Value::Boolean(true))) => Some(c),
+        Some((c, _)) => {
+            problems.push(problem(c.span(), "`conflict` is true or false".into()));
+            None
+        }
+    };
+    let conflict_malformed =
+        get("conflict").is_some_and(|c| !matches!(c.get_ref(), toml::Value::Boolean(_)));
+    let expected = match (get("expect"), conflict) {
+        (Some(_), Some(conflict)) => {
+            problems.push(problem(
+                conflict.span(),
+                "give `expect` or `conflict = true`, not both".into(),
+            ));
+            None
+        }
+        (None, None) if !conflict_malformed => {
+            problems.push(
+                problem(example.span(), "says nothing of the outcome".into())
+                    .hint("add expect = <the value both sides end with>, or conflict = true"),
+            );
+            None
+        }
+        (None, None) => None,
+        (None, Some(_)) => Some(Expected::Conflict),
+        (Some(expect), None) => {
+            let ends = match expect.get_ref() {
+                toml::Value::Table(table) => {
+                    let mut ends = [None, None];
+                    let mut well_formed = true;
+                    for (name, value) in table {
+                        match side_named(name, raw) {
+                            Some(side) if ends[side as usize].is_none() => {
+                                ends[side as usize] = Some(value)
+                            }
+                            _ => well_formed = false,
+                        }
+                    }
+                    match ends {
+                        [Some(left), Some(right)] if well_formed => {
+                            Some(Expected::Sides([left, right]))
+                        }
+                        _ => None,
+                    }
                 }
-            },
+                other => Some(Expected::Both(other)),
+            };
+            if ends.is_none() {
+                problems.push(
+                    problem(
+                        expect.span(),
+                        "`expect` is a value, or a table of both sides' values".into(),
+                    )
+                    .hint(format!(
+                        "for example expect = {{ {} = \"a\", {} = \"b\" }}",
+                        raw.left.get_ref(),
+                        raw.right.get_ref()
+                    )),
+                );
+            }
+            ends
+        }
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(Example {
+        about,
+        span: example.span(),
+        field: field?,
+        base: get("base"),
+        values,
+        newer,
+        expected: expected?,
+    })
+}
+
+/// Run well-formed examples against the compiled policy; each one it does not
+/// decide as written is a problem at the example.
+pub fn run(
+    policy: &Policy,
+    examples: &[Example<'_>],
+    at: &dyn Fn(Range<usize>, String) -> Located,
+) -> Vec<Located> {
+    let mut problems = Vec::new();
+    for e in examples {
+        let name = plain(e.field.get_ref());
+        let Some(field) = policy.fields.iter().find(|f| f.name == name) else {
+            continue;
         };
         let value = |v: Option<&Spanned<toml::Value>>| v.map_or(Value::Null, |v| json(v.get_ref()));
         let (left, right) = (
@@ -263,30 +312,31 @@ pub fn check(
                 right: agreed,
             }
         });
-        let times = match newer {
+        let times = match e.newer {
             None => (0, 0),
             Some(Side::Left) => (APART, 0),
             Some(Side::Right) => (0, APART),
         };
         let decision = decide_field(field, base.as_ref(), &left, &right, times.0, times.1);
         let got = outcome(&decision, &left, &right);
-        let wanted = match expected {
-            Some(ends) => Outcome::Ends(ends),
-            None => Outcome::Conflict(""),
+        let canonical = |v: &toml::Value| field.canonical(&json(v));
+        let wanted = match &e.expected {
+            Expected::Conflict => None,
+            Expected::Both(v) => Some(Outcome::Ends([canonical(v), canonical(v)])),
+            Expected::Sides([l, r]) => Some(Outcome::Ends([canonical(l), canonical(r)])),
         };
-        let matches = match (&wanted, &got) {
-            (Outcome::Conflict(_), Outcome::Conflict(_)) => true,
-            (wanted, got) => wanted == got,
+        let holds = match (&wanted, &got) {
+            (None, Outcome::Conflict(_)) => true,
+            (Some(wanted), got) => wanted == got,
+            (None, _) => false,
         };
-        if !matches {
-            let wanted = match wanted {
-                Outcome::Conflict(_) => "a conflict".to_string(),
-                other => other.to_string(),
-            };
-            problems.push(problem(
-                example.span(),
+        if !holds {
+            let wanted = wanted.map_or_else(|| "a conflict".to_string(), |w| w.to_string());
+            problems.push(at(
+                e.span.clone(),
                 format!(
-                    "field `{}` (rule {}): expected {wanted}, but {got}",
+                    "example \"{}\": field `{}` (rule {}): expected {wanted}, but {got}",
+                    e.about,
                     field.name,
                     field.rule.name()
                 ),
@@ -294,23 +344,6 @@ pub fn check(
         }
     }
     problems
-}
-
-/// The canonical values an example expects each side to end with.
-fn expected_ends(field: &FieldPolicy, expect: &toml::Value, raw: &RawPolicy) -> Option<[Value; 2]> {
-    if let toml::Value::Table(table) = expect {
-        let mut ends = [None, None];
-        for (name, value) in table {
-            let side = side_named(name, raw)?;
-            ends[side as usize] = Some(field.canonical(&json(value)));
-        }
-        let [Some(left), Some(right)] = ends else {
-            return None;
-        };
-        return Some([left, right]);
-    }
-    let value = field.canonical(&json(expect));
-    Some([value.clone(), value])
 }
 
 /// A TOML value as JSON; dates and times become their text.

@@ -302,6 +302,11 @@ fn read_bool(raw: &Value) -> Option<bool> {
     }
 }
 
+/// Whether a text is a canonical date, `YYYY-MM-DD`.
+pub fn is_date(text: &str) -> bool {
+    Date::parse(text, format_description!("[year]-[month]-[day]")).is_ok()
+}
+
 fn read_date(raw: &Value) -> Option<String> {
     let text = text_of(raw);
     let text = text.trim();
