@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// (real ones take 100 or more).
     #[arg(long, default_value_t = 0)]
     pub api_latency_ms: u64,
+    /// Measure field decisions per second of the reconcile core instead, over
+    /// this many linked records (100,000 if no number is given).
+    #[arg(long, value_name = "RECORDS", num_args = 0..=1, default_missing_value = "100000")]
+    pub decisions: Option<usize>,
 }
 
 /// One run's figures.
@@ -80,6 +84,9 @@ const HUBSPOT_BUDGET: (u32, u64) = (100, 10);
 
 /// Run the benchmark.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(records) = args.decisions {
+        return crate::bench_decisions::run(records, args.json);
+    }
     if let Some(rate) = args.latency {
         return crate::bench_latency::run(
             rate,

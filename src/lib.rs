@@ -3,6 +3,7 @@
 //! that people resolve. See ARCHITECTURE.md for the map.
 
 pub mod bench;
+pub mod bench_decisions;
 pub mod bench_latency;
 pub mod cli;
 pub mod config;

@@ -347,7 +347,7 @@ fn edited_range(base: &[char], new: &[char]) -> (usize, usize) {
 /// neither side wrote, so those are a conflict instead.
 pub fn merge_text(base: &str, left: Option<&str>, right: Option<&str>) -> Option<String> {
     use automerge::transaction::Transactable;
-    use automerge::{AutoCommit, ObjType, ROOT, ReadDoc};
+    use automerge::{AutoCommit, ObjType, ROOT, ReadDoc, TextEncoding};
     let (left, right) = (left?, right?);
     let chars = |t: &str| t.chars().collect::<Vec<_>>();
     let (base_chars, left_chars, right_chars) = (chars(base), chars(left), chars(right));
@@ -363,12 +363,19 @@ pub fn merge_text(base: &str, left: Option<&str>, right: Option<&str>) -> Option
     if overlap {
         return None;
     }
-    let mut doc = AutoCommit::new();
-    let text = doc.put_object(ROOT, "text", ObjType::Text).ok()?;
-    doc.update_text(&text, base).ok()?;
-    let (mut ours, mut theirs) = (doc.fork(), doc.fork());
-    ours.update_text(&text, left).ok()?;
-    theirs.update_text(&text, right).ok()?;
+    // Each side's edit is one splice of the base, already found above: spliced
+    // into two forks of one document and merged.
+    let mut ours = AutoCommit::new_with_encoding(TextEncoding::UnicodeCodePoint);
+    let text = ours.put_object(ROOT, "text", ObjType::Text).ok()?;
+    ours.splice_text(&text, 0, 0, base).ok()?;
+    let mut theirs = ours.fork();
+    for (doc, (start, end), new) in [(&mut ours, a, &left_chars), (&mut theirs, b, &right_chars)] {
+        let inserted: String = new[start..new.len() - (base_chars.len() - end)]
+            .iter()
+            .collect();
+        doc.splice_text(&text, start, (end - start) as isize, &inserted)
+            .ok()?;
+    }
     ours.merge(&mut theirs).ok()?;
     let merged = ours.text(&text).ok()?;
     // Both edits must be in the result, each as its side wrote it.

@@ -861,3 +861,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn text_merge_counts_characters_not_bytes() {
+    let merged = crate::reconcile::merge_text(
+        "Café à Zürich, rendez-vous lundi",
+        Some("Café à Zürich, rendez-vous lundi 9h"),
+        Some("Thé à Zürich, rendez-vous lundi"),
+    );
+    assert_eq!(
+        merged.as_deref(),
+        Some("Thé à Zürich, rendez-vous lundi 9h")
+    );
+    let emoji =
+        crate::reconcile::merge_text("👋 hello 🌍", Some("👋👋 hello 🌍"), Some("👋 hello 🌍!"));
+    assert_eq!(emoji.as_deref(), Some("👋👋 hello 🌍!"));
+}
