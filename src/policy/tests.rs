@@ -1125,3 +1125,110 @@ fn a_list_rule_on_the_match_key_does_not_hint_at_a_list_type() {
         )],
     );
 }
+
+#[test]
+fn the_catalogue_of_every_rule_compiles_and_its_examples_hold() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/policies/every-rule.toml");
+    let policy = load(&path, &TwoConnectors).unwrap_or_else(|p| panic!("{p}"));
+    let rules: std::collections::BTreeSet<&str> =
+        policy.fields.iter().map(|f| f.rule.name()).collect();
+    assert_eq!(
+        rules.into_iter().collect::<Vec<_>>(),
+        [
+            "manual",
+            "max",
+            "min",
+            "newest",
+            "prefer-non-empty",
+            "source_of_truth",
+            "text-merge",
+            "union"
+        ],
+        "every rule is used"
+    );
+    assert!(policy.examples >= 20);
+}
+
+#[test]
+fn scope_admits_records_by_presence_allowed_and_barred_values() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/policies/every-rule.toml");
+    let policy = load(&path, &TwoConnectors).unwrap();
+    let fields = |pairs: serde_json::Value| -> tandem_core::FieldMap {
+        pairs
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let hubspot = Side::Left;
+    let mailchimp = Side::Right;
+    for (case, side, record, admitted) in [
+        (
+            "an email and a lead",
+            hubspot,
+            serde_json::json!({"properties.email": "a@x.com", "properties.lifecyclestage": "lead"}),
+            true,
+        ),
+        (
+            "no stage at all is not barred",
+            hubspot,
+            serde_json::json!({"properties.email": "a@x.com"}),
+            true,
+        ),
+        (
+            "no email",
+            hubspot,
+            serde_json::json!({"properties.lifecyclestage": "lead"}),
+            false,
+        ),
+        (
+            "a blank email",
+            hubspot,
+            serde_json::json!({"properties.email": "  "}),
+            false,
+        ),
+        (
+            "a null email",
+            hubspot,
+            serde_json::json!({"properties.email": null}),
+            false,
+        ),
+        (
+            "a barred stage, any case",
+            hubspot,
+            serde_json::json!({"properties.email": "a@x.com", "properties.lifecyclestage": " Other "}),
+            false,
+        ),
+        (
+            "subscribed",
+            mailchimp,
+            serde_json::json!({"status": "subscribed"}),
+            true,
+        ),
+        (
+            "unsubscribed is listed",
+            mailchimp,
+            serde_json::json!({"status": "unsubscribed"}),
+            true,
+        ),
+        (
+            "cleaned is not",
+            mailchimp,
+            serde_json::json!({"status": "cleaned"}),
+            false,
+        ),
+        ("no status", mailchimp, serde_json::json!({}), false),
+    ] {
+        assert_eq!(policy.in_scope(side, &fields(record)), admitted, "{case}");
+    }
+    // A list holds one of the values, or one barred value.
+    let tags = Scope {
+        only: vec![("tags".into(), vec!["vip".into()])],
+        except: vec![("tags".into(), vec!["blocked".into()])],
+        ..Scope::default()
+    };
+    assert!(tags.admits(&fields(serde_json::json!({"tags": ["news", "VIP"]}))));
+    assert!(!tags.admits(&fields(serde_json::json!({"tags": ["news"]}))));
+    assert!(!tags.admits(&fields(serde_json::json!({"tags": ["vip", "blocked"]}))));
+}
