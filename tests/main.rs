@@ -4,6 +4,7 @@
 mod cli;
 mod connectors;
 mod deletes;
+mod hubspot_history;
 mod limits;
 mod mailchimp_tags;
 mod policy_cli;

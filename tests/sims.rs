@@ -5,7 +5,7 @@
 //! These tests state the vendor's behaviour, not the simulator's: where the two
 //! disagree the test fails, and the simulator is what needs fixing. They do not
 //! cover what the simulators deliberately leave out (webhooks, associations,
-//! property history, rate limits) and they do not touch the engine.
+//! rate limits) and they do not touch the engine.
 
 use reqwest::RequestBuilder;
 use serde_json::Value;
@@ -938,6 +938,376 @@ mod hubspot {
             assert_error(&broken, 400, "VALIDATION_ERROR");
         }
         assert!(portal.listed_ids().await.is_empty());
+    }
+
+    // Property history (§1.2 `propertiesWithHistory`, §1.3, §1.5): entries of
+    // `ValueWithTimestamp` (`value`, ISO 8601 `timestamp`, `sourceType`, optional
+    // `sourceId`), newest first, only for the properties asked for.
+
+    /// `propertiesWithHistory` of one contact read by id, asking for `names`
+    /// both as properties and with history.
+    async fn history_of(portal: &Portal, id: &str, names: &str) -> Value {
+        let read = answer(
+            portal
+                .get(&format!("{CONTACTS}/{id}"))
+                .query(&[("properties", names), ("propertiesWithHistory", names)]),
+        )
+        .await;
+        assert_eq!(read.status, 200, "{}", read.body);
+        read.body["propertiesWithHistory"].clone()
+    }
+
+    /// The `updatedAt` of the contact with this email, in epoch milliseconds.
+    fn updated_at(portal: &Portal, email: &str) -> i64 {
+        let contact = portal.sim.contact_by_email(email).unwrap();
+        tandem_core::clock::parse_rfc3339(&contact.updated_at).unwrap()
+    }
+
+    /// `(value, timestamp in ms, sourceType)` of each entry, in the order served.
+    fn entries(history: &Value) -> Vec<(String, i64, String)> {
+        history
+            .as_array()
+            .unwrap_or_else(|| panic!("not a history: {history}"))
+            .iter()
+            .map(|entry| {
+                let timestamp = entry["timestamp"].as_str().expect("an ISO 8601 string");
+                (
+                    entry["value"].as_str().expect("a string value").to_string(),
+                    tandem_core::clock::parse_rfc3339(timestamp).expect("ISO 8601"),
+                    entry["sourceType"]
+                        .as_str()
+                        .expect("a sourceType")
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn patch(portal: &Portal, id: &str, properties: Value) -> RequestBuilder {
+        portal
+            .http
+            .patch(format!("{}{CONTACTS}/{id}", portal.url))
+            .bearer_auth(&portal.token)
+            .json(&json!({ "properties": properties }))
+    }
+
+    #[tokio::test]
+    async fn property_history_lists_every_value_newest_first_for_the_properties_asked_for() {
+        let seeded = "2026-03-01T10:00:00.000Z";
+        let portal = Portal::start(vec![contact(
+            "ada@example.com",
+            &[("firstname", "Ada"), ("lastname", "Lovelace")],
+            Some(seeded),
+        )])
+        .await;
+        let id = portal.sim.contact_by_email("ada@example.com").unwrap().id;
+
+        portal.sim.advance_clock(Duration::from_secs(60));
+        let patched = answer(patch(&portal, &id, json!({ "firstname": "Augusta" }))).await;
+        assert_eq!(patched.status, 200, "{}", patched.body);
+        let second = updated_at(&portal, "ada@example.com");
+        portal.sim.advance_clock(Duration::from_secs(60));
+        let updated = portal
+            .batch(
+                "update",
+                json!([{ "id": id, "properties": { "firstname": "Ada" } }]),
+            )
+            .await;
+        assert_eq!(updated.status, 200, "{}", updated.body);
+        let third = updated_at(&portal, "ada@example.com");
+
+        let history = history_of(&portal, &id, "firstname").await;
+        let names: Vec<&String> = history.as_object().unwrap().keys().collect();
+        assert_eq!(names, ["firstname"], "only what was asked for: {history}");
+        let first = tandem_core::clock::parse_rfc3339(seeded).unwrap();
+        let served: Vec<(String, i64)> = entries(&history["firstname"])
+            .into_iter()
+            .map(|(value, at, _)| (value, at))
+            .collect();
+        assert_eq!(
+            served,
+            [
+                ("Ada".to_string(), third),
+                ("Augusta".to_string(), second),
+                ("Ada".to_string(), first),
+            ],
+            "newest first: {history}"
+        );
+
+        // A name that is no property is ignored; a read without the parameter has none.
+        let both = history_of(&portal, &id, "lastname,no_such_property").await;
+        let names: Vec<&String> = both.as_object().unwrap().keys().collect();
+        assert_eq!(names, ["lastname"], "{both}");
+        let plain = answer(
+            portal
+                .get(&format!("{CONTACTS}/{id}"))
+                .query(&[("properties", "firstname")]),
+        )
+        .await;
+        assert!(
+            plain.body.get("propertiesWithHistory").is_none(),
+            "{}",
+            plain.body
+        );
+    }
+
+    #[tokio::test]
+    async fn each_history_entry_says_whether_an_import_an_app_or_a_person_set_it() {
+        let seeded = "2026-03-01T10:00:00.000Z";
+        let portal = Portal::start(vec![contact(
+            "ada@example.com",
+            &[("firstname", "Ada")],
+            Some(seeded),
+        )])
+        .await;
+        let id = portal.sim.contact_by_email("ada@example.com").unwrap().id;
+        portal.sim.advance_clock(Duration::from_secs(60));
+        let written = answer(patch(&portal, &id, json!({ "firstname": "Augusta" }))).await;
+        assert_eq!(written.status, 200, "{}", written.body);
+        let by_app = updated_at(&portal, "ada@example.com");
+        portal.sim.advance_clock(Duration::from_secs(60));
+        portal
+            .sim
+            .edit("ada@example.com", &[("firstname", "Countess")])
+            .unwrap();
+        let by_person = updated_at(&portal, "ada@example.com");
+
+        let history = history_of(&portal, &id, "firstname").await;
+        let list = &history["firstname"];
+        assert_eq!(
+            entries(list),
+            [
+                ("Countess".to_string(), by_person, "CRM_UI".to_string()),
+                ("Augusta".to_string(), by_app, "INTEGRATION".to_string()),
+                (
+                    "Ada".to_string(),
+                    tandem_core::clock::parse_rfc3339(seeded).unwrap(),
+                    "IMPORT".to_string()
+                ),
+            ],
+            "{history}"
+        );
+        // A person's change names the user; an app's names the app.
+        assert!(
+            list[0]["sourceId"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("userId:")),
+            "{list}"
+        );
+        assert!(list[0]["updatedByUserId"].is_i64(), "{list}");
+        assert!(
+            list[1]["sourceId"].as_str().is_some_and(|s| !s.is_empty()),
+            "{list}"
+        );
+
+        // Contacts created through the API start their history as the app's.
+        let created = portal
+            .post(
+                CONTACTS,
+                json!({ "properties": { "email": "grace@example.com", "firstname": "Grace" } }),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let history = history_of(&portal, &id_of(&created.body), "firstname").await;
+        let sources: Vec<String> = entries(&history["firstname"])
+            .into_iter()
+            .map(|(_, _, source)| source)
+            .collect();
+        assert_eq!(sources, ["INTEGRATION"], "{history}");
+    }
+
+    #[tokio::test]
+    async fn the_list_and_batch_read_serve_history_when_asked_and_search_never_does() {
+        let portal = Portal::start(vec![contact(
+            "ada@example.com",
+            &[("firstname", "Ada")],
+            Some("2026-03-01T10:00:00.000Z"),
+        )])
+        .await;
+        let id = portal.sim.contact_by_email("ada@example.com").unwrap().id;
+        let ada_history = |object: &Value| {
+            entries(&object["propertiesWithHistory"]["firstname"])
+                .into_iter()
+                .map(|(value, _, _)| value)
+                .collect::<Vec<_>>()
+        };
+
+        let listed = answer(portal.get(CONTACTS).query(&[
+            ("properties", "firstname"),
+            ("propertiesWithHistory", "firstname"),
+        ]))
+        .await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        assert_eq!(ada_history(&listed.body["results"][0]), ["Ada"]);
+        let listed = answer(portal.get(CONTACTS).query(&[("properties", "firstname")])).await;
+        assert!(
+            listed.body["results"][0]
+                .get("propertiesWithHistory")
+                .is_none(),
+            "{}",
+            listed.body
+        );
+
+        let read = portal
+            .post(
+                &format!("{CONTACTS}/batch/read"),
+                json!({ "inputs": [{ "id": id }], "properties": ["firstname"], "propertiesWithHistory": ["firstname"] }),
+            )
+            .await;
+        assert_eq!(read.status, 200, "{}", read.body);
+        assert_eq!(ada_history(&read.body["results"][0]), ["Ada"]);
+
+        // Search has no such parameter: asking anyway changes nothing.
+        let searched = portal
+            .search(json!({ "properties": ["firstname"], "propertiesWithHistory": ["firstname"] }))
+            .await;
+        assert_eq!(searched.status, 200, "{}", searched.body);
+        let found = &searched.body["results"][0];
+        assert_eq!(found["properties"]["firstname"], "Ada");
+        assert!(found.get("propertiesWithHistory").is_none(), "{found}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_read_with_history_takes_at_most_50_inputs() {
+        let portal = Portal::start(numbered(51)).await;
+        let ids: Vec<Value> = portal
+            .listed_ids()
+            .await
+            .into_iter()
+            .map(|id| json!({ "id": id }))
+            .collect();
+        let path = format!("{CONTACTS}/batch/read");
+        let read = |inputs: &[Value], history: bool| {
+            let history: Vec<&str> = if history { vec!["email"] } else { vec![] };
+            portal.post(
+                &path,
+                json!({ "inputs": inputs, "properties": ["email"], "propertiesWithHistory": history }),
+            )
+        };
+
+        let over = read(&ids, true).await;
+        assert_error(&over, 400, "VALIDATION_ERROR");
+        assert!(
+            over.body["message"].as_str().unwrap().contains("50"),
+            "{}",
+            over.body
+        );
+
+        let fifty = read(&ids[..50], true).await;
+        assert_eq!(fifty.status, 200, "{}", fifty.body);
+        let results = fifty.body["results"].as_array().unwrap();
+        assert_eq!(results.len(), 50);
+        assert!(
+            results
+                .iter()
+                .all(|r| r["propertiesWithHistory"]["email"].as_array().is_some()),
+            "{}",
+            fifty.body
+        );
+
+        // Without history the usual limit of 100 applies.
+        let plain = read(&ids, false).await;
+        assert_eq!(plain.status, 200, "{}", plain.body);
+        assert_eq!(plain.body["results"].as_array().unwrap().len(), 51);
+    }
+
+    #[tokio::test]
+    async fn the_history_batch_limit_is_configurable() {
+        let config = SimConfig {
+            history_batch_limit: 2,
+            ..SimConfig::default()
+        };
+        let portal = Portal::with_config(config, numbered(3)).await;
+        let ids: Vec<Value> = portal
+            .listed_ids()
+            .await
+            .into_iter()
+            .map(|id| json!({ "id": id }))
+            .collect();
+        let path = format!("{CONTACTS}/batch/read");
+        let read = |inputs: &[Value]| {
+            portal.post(
+                &path,
+                json!({ "inputs": inputs, "properties": ["email"], "propertiesWithHistory": ["email"] }),
+            )
+        };
+        assert_error(&read(&ids).await, 400, "VALIDATION_ERROR");
+        assert_eq!(read(&ids[..2]).await.status, 200);
+    }
+
+    #[tokio::test]
+    async fn undocumented_history_details_are_configurable() {
+        // Whether rewriting a value adds an entry, and how an app's writes are
+        // named, are not documented: by default a rewrite is recorded and apps
+        // are `INTEGRATION`; both can be changed.
+        for (repeats, source) in [(true, "INTEGRATION"), (false, "API")] {
+            let config = SimConfig {
+                history_repeats: repeats,
+                api_source_type: source.into(),
+                ..SimConfig::default()
+            };
+            let portal = Portal::with_config(
+                config,
+                vec![contact("ada@example.com", &[("firstname", "Ada")], None)],
+            )
+            .await;
+            let id = portal.sim.contact_by_email("ada@example.com").unwrap().id;
+            for name in ["Augusta", "Augusta"] {
+                let written = answer(patch(&portal, &id, json!({ "firstname": name }))).await;
+                assert_eq!(written.status, 200, "{}", written.body);
+            }
+            let history = history_of(&portal, &id, "firstname").await;
+            let served: Vec<(String, String)> = entries(&history["firstname"])
+                .into_iter()
+                .map(|(value, _, source)| (value, source))
+                .collect();
+            let app = (String::from("Augusta"), source.to_string());
+            let import = (String::from("Ada"), String::from("IMPORT"));
+            let expected = if repeats {
+                vec![app.clone(), app, import]
+            } else {
+                vec![app, import]
+            };
+            assert_eq!(served, expected, "{history}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_page_with_history_holds_fewer_contacts_and_paging_goes_on() {
+        let portal = Portal::start(numbered(60)).await;
+        let mut seen = BTreeSet::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut request = portal.get(CONTACTS).query(&[
+                ("limit", "100"),
+                ("properties", "email"),
+                ("propertiesWithHistory", "email"),
+            ]);
+            if let Some(after) = &after {
+                request = request.query(&[("after", after)]);
+            }
+            let page = answer(request).await;
+            assert_eq!(page.status, 200, "{}", page.body);
+            let results = page.body["results"].as_array().unwrap();
+            assert!(
+                results
+                    .iter()
+                    .all(|r| r["propertiesWithHistory"]["email"].is_array()),
+                "{}",
+                page.body
+            );
+            seen.extend(results.iter().map(id_of));
+            pages += 1;
+            match page.body["paging"]["next"]["after"].as_str() {
+                Some(next) => after = Some(next.to_string()),
+                None => break,
+            }
+        }
+        assert!(pages > 1, "60 contacts with history did not fit one page");
+        assert_eq!(seen.len(), 60);
+        let plain = answer(portal.get(CONTACTS).query(&[("limit", "100")])).await;
+        assert_eq!(plain.body["results"].as_array().unwrap().len(), 60);
     }
 }
 

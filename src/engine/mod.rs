@@ -465,6 +465,7 @@ impl Engine {
                             key: None,
                             fields: Default::default(),
                             updated_at: hint.occurred_at,
+                            changed_at: Default::default(),
                             standing: tandem_core::Standing::Archived,
                         });
                     }

@@ -1632,6 +1632,7 @@ mod tests {
             key: Some("a@x".into()),
             fields: FieldMap::new(),
             updated_at: 5,
+            changed_at: Default::default(),
             standing: tandem_core::Standing::Active,
         };
         assert_eq!(

@@ -1,5 +1,6 @@
 //! Records as connectors hand them to the engine: an id, a match key, a map of
-//! vendor paths to values and the record's change time.
+//! vendor paths to values, the record's change time and, where the API says
+//! so, each field's own change time.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,11 @@ pub struct Record {
     pub fields: FieldMap,
     /// When the record last changed, by the system's own clock.
     pub updated_at: Millis,
+    /// By vendor path, when that field's current value was set, where the API
+    /// says so (HubSpot's property history). A path absent here changed at
+    /// `updated_at` at the latest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub changed_at: BTreeMap<String, Millis>,
     /// Where the record stands: active, archived, or (on an email platform)
     /// unsubscribed or cleaned.
     #[serde(default)]

@@ -3,6 +3,8 @@
 //! of the same API ([`sim`]).
 //!
 //! Records use the paths `properties.<name>`; the match key is the `email` property.
+//! Reads by id or email can date chosen properties from their history
+//! (`Record::changed_at`, see [`HubSpotConfig::history_properties`]).
 
 pub mod client;
 pub mod model;

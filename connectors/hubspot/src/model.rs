@@ -27,12 +27,41 @@ pub struct SimplePublicObject {
     /// ISO 8601 archive time, only on archived contacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<String>,
+    /// The history of the properties asked for with `propertiesWithHistory`,
+    /// newest entry first. Absent when none were asked for, and always on search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub properties_with_history: Option<BTreeMap<String, Vec<ValueWithTimestamp>>>,
     /// Set on results of a batch upsert: whether the contact was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new: Option<bool>,
     /// Echo of the input's trace id on batch write results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_write_trace_id: Option<String>,
+}
+
+/// `ValueWithTimestamp`: one entry of a property's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueWithTimestamp {
+    /// The value set, as a string (`""` when the property was cleared). Required
+    /// by the spec; read leniently, as a requested property's value can be null.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// ISO 8601 time the value was set.
+    pub timestamp: String,
+    /// What set it: `CRM_UI` (a person), `INTEGRATION` (an app), `IMPORT`, ...
+    #[serde(default)]
+    pub source_type: String,
+    /// Which one of that source: an app id, `userId:<id>`, an import id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    /// A readable name of the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_label: Option<String>,
+    /// The user who set it, if a person did. An integer in the spec; kept as
+    /// any JSON value because tandem does not read it and must not fail on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by_user_id: Option<serde_json::Value>,
 }
 
 /// `paging.next` of a collection response.
@@ -145,7 +174,9 @@ pub struct BatchReadRequest {
     /// Properties to return.
     #[serde(default)]
     pub properties: Vec<String>,
-    /// Properties to return with their history.
+    /// Properties to return with their history. The spec marks the field
+    /// required, so it is sent even when empty; asking for any history lowers
+    /// the batch limit from 100 inputs to 50.
     #[serde(default)]
     pub properties_with_history: Vec<String>,
 }

@@ -476,6 +476,7 @@ impl MailchimpClient {
             key: Some(write.key.clone()),
             fields: tandem_core::FieldMap::new(),
             updated_at: now_millis(),
+            changed_at: Default::default(),
             standing: Standing::Archived,
         })
     }
@@ -828,6 +829,7 @@ pub fn to_record(member: Member) -> Result<Record, ConnectorError> {
         },
         fields,
         updated_at,
+        changed_at: Default::default(),
     })
 }
 

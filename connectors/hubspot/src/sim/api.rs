@@ -1,10 +1,11 @@
-//! HTTP handlers of the HubSpot simulator: routing, auth, request parsing and
-//! HubSpot's response and error shapes. The portal's rules live in `state`.
+//! HTTP handlers of the HubSpot simulator: routing, auth, request parsing,
+//! HubSpot's response and error shapes, and the request journal tests can
+//! read. The portal's rules live in `state`.
 
 use std::collections::{BTreeMap, HashSet};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -14,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tandem_core::clock::{format_millis_z, now_millis, parse_rfc3339};
 
-use super::HubSpotSim;
-use super::state::{DEFAULT_PROPERTIES, InputError, State as Portal};
+use super::state::{DEFAULT_PROPERTIES, InputError, Source, State as Portal};
+use super::{HubSpotSim, SimRequest};
 use crate::model::{
     BatchId, BatchInputs, BatchReadRequest, BatchResponse, BatchWriteInput, CollectionResponse,
     ErrorBody, Filter, NextPage, Paging, SearchRequest, SimplePublicObject, StandardError,
@@ -40,6 +41,7 @@ pub fn router(sim: HubSpotSim) -> Router {
                 "resource not found".into(),
             )
         })
+        .layer(middleware::from_fn_with_state(sim.clone(), journal))
         .layer(middleware::from_fn_with_state(sim.clone(), lose_answers))
         .layer(middleware::from_fn_with_state(sim.clone(), limit))
         .layer(middleware::from_fn_with_state(sim.clone(), authenticate))
@@ -85,6 +87,29 @@ async fn stamp_date(State(sim): State<HubSpotSim>, request: Request, next: Next)
         response.headers_mut().insert(header::DATE, value);
     }
     response
+}
+
+/// Keep a copy of each request once a test asked for them; the body is read
+/// whole and handed on unchanged.
+async fn journal(State(sim): State<HubSpotSim>, request: Request, next: Next) -> Response {
+    if sim.lock().journal.is_none() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return validation("The request body could not be read.");
+    };
+    let entry = SimRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    };
+    if let Some(journal) = sim.lock().journal.as_mut() {
+        journal.push(entry);
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// The fault a test asked for: a write is applied, then its answer is replaced by a 500,
@@ -257,21 +282,31 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     })
 }
 
-/// The `properties` parameter, repeated or comma-separated; HubSpot's defaults when absent.
-fn requested_properties(query: &[(String, String)]) -> Vec<String> {
-    let names: Vec<String> = query
+/// The names a list parameter holds, repeated or comma-separated.
+fn names_in(query: &[(String, String)], parameter: &str) -> Vec<String> {
+    query
         .iter()
-        .filter(|(k, _)| k == "properties")
+        .filter(|(k, _)| k == parameter)
         .flat_map(|(_, v)| v.split(','))
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .map(String::from)
-        .collect();
+        .collect()
+}
+
+/// The `properties` parameter; HubSpot's defaults when absent.
+fn requested_properties(query: &[(String, String)]) -> Vec<String> {
+    let names = names_in(query, "properties");
     if names.is_empty() {
         DEFAULT_PROPERTIES.map(String::from).to_vec()
     } else {
         names
     }
+}
+
+/// The `propertiesWithHistory` parameter (or body field); `None` when it names none.
+fn requested_history(names: Vec<String>) -> Option<Vec<String>> {
+    (!names.is_empty()).then_some(names)
 }
 
 fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -282,7 +317,7 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 async fn list(State(sim): State<HubSpotSim>, Query(query): Query2) -> Response {
-    let limit = match param(&query, "limit").map(str::parse::<u32>) {
+    let mut limit = match param(&query, "limit").map(str::parse::<u32>) {
         None => 10,
         Some(Ok(n)) if (1..=sim.config.list_limit).contains(&n) => n as usize,
         Some(_) => {
@@ -292,6 +327,11 @@ async fn list(State(sim): State<HubSpotSim>, Query(query): Query2) -> Response {
             ));
         }
     };
+    let history = requested_history(names_in(&query, "propertiesWithHistory"));
+    if history.is_some() {
+        // Asking for history reduces how many contacts one page can hold.
+        limit = limit.min(sim.config.list_history_limit as usize);
+    }
     let start = match param(&query, "after").map(str::parse::<u64>) {
         None => 0,
         Some(Ok(n)) => n,
@@ -308,7 +348,7 @@ async fn list(State(sim): State<HubSpotSim>, Query(query): Query2) -> Response {
     let results: Vec<SimplePublicObject> = ids
         .by_ref()
         .take(limit)
-        .map(|id| portal.to_object(id, Some(&properties)))
+        .map(|id| portal.to_object(id, Some(&properties), history.as_deref()))
         .collect();
     let paging = ids.next().map(|next| Paging {
         next: Some(NextPage {
@@ -346,9 +386,13 @@ async fn read_one(
     Query(query): Query2,
 ) -> Response {
     let properties = requested_properties(&query);
+    let history = requested_history(names_in(&query, "propertiesWithHistory"));
     let portal = sim.lock();
     match portal.resolve(&id, param(&query, "idProperty")) {
-        Ok(Some(found)) => axum::Json(portal.to_object(found, Some(&properties))).into_response(),
+        Ok(Some(found)) => {
+            axum::Json(portal.to_object(found, Some(&properties), history.as_deref()))
+                .into_response()
+        }
         Ok(None) => input_error(&InputError::not_found(&id)),
         Err(e) => input_error(&e),
     }
@@ -368,8 +412,12 @@ async fn create_one(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
     if let Err(e) = portal.validate(&body.properties, None) {
         return input_error(&e);
     }
-    let id = portal.create(body.properties);
-    (StatusCode::CREATED, axum::Json(portal.to_object(id, None))).into_response()
+    let id = portal.create(body.properties, Source::Api);
+    (
+        StatusCode::CREATED,
+        axum::Json(portal.to_object(id, None, None)),
+    )
+        .into_response()
 }
 
 async fn update_one(
@@ -391,14 +439,14 @@ async fn update_one(
     if let Err(e) = portal.validate(&body.properties, Some(found)) {
         return input_error(&e);
     }
-    portal.write_unchecked(found, body.properties);
-    axum::Json(portal.to_object(found, None)).into_response()
+    portal.write_unchecked(found, body.properties, Source::Api);
+    axum::Json(portal.to_object(found, None, None)).into_response()
 }
 
 async fn archive_one(State(sim): State<HubSpotSim>, Path(id): Path<String>) -> Response {
     let mut portal = sim.lock();
     if let Ok(Some(found)) = portal.resolve(&id, None) {
-        portal.archive(found);
+        portal.archive(found, Source::Api);
     }
     StatusCode::NO_CONTENT.into_response()
 }
@@ -459,7 +507,8 @@ async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
         .get(offset as usize..end)
         .unwrap_or_default()
         .iter()
-        .map(|&id| portal.to_object(id, Some(&properties)))
+        // Search has no `propertiesWithHistory`: its request cannot ask for it.
+        .map(|&id| portal.to_object(id, Some(&properties), None))
         .collect();
     let paging = (end < total).then(|| Paging {
         next: Some(NextPage {
@@ -722,6 +771,15 @@ async fn batch(
     }
     match action.as_str() {
         "read" => match parse_body::<BatchReadRequest>(&body) {
+            Ok(request)
+                if !request.properties_with_history.is_empty()
+                    && count > sim.config.history_batch_limit =>
+            {
+                validation(format!(
+                    "The maximum number of inputs supported in a batch request for property histories is {}",
+                    sim.config.history_batch_limit
+                ))
+            }
             Ok(request) => batch_read(
                 &sim,
                 request,
@@ -735,7 +793,7 @@ async fn batch(
                 let mut portal = sim.lock();
                 for input in request.inputs {
                     if let Ok(Some(id)) = portal.resolve(&input.id, None) {
-                        portal.archive(id);
+                        portal.archive(id, Source::Api);
                     }
                 }
                 StatusCode::NO_CONTENT.into_response()
@@ -766,6 +824,7 @@ fn batch_read(
     } else {
         request.properties
     };
+    let history = requested_history(request.properties_with_history);
     let portal = sim.lock();
     let mut results = Vec::new();
     let mut missing = Vec::new();
@@ -781,7 +840,9 @@ fn batch_read(
             portal.resolve(&input.id, request.id_property.as_deref())
         };
         match found {
-            Ok(Some(id)) => results.push(portal.to_object(id, Some(&properties))),
+            Ok(Some(id)) => {
+                results.push(portal.to_object(id, Some(&properties), history.as_deref()))
+            }
             Ok(None) => missing.push(input.id.clone()),
             Err(e) => return input_error(&e),
         }
@@ -901,7 +962,7 @@ fn batch_write(
                     .extend(["createdate", "lastmodifieddate", "hs_object_id"].map(String::from));
                 let (id, new) = match target {
                     Some(id) => {
-                        portal.write_unchecked(id, input.properties);
+                        portal.write_unchecked(id, input.properties, Source::Api);
                         (id, false)
                     }
                     None => {
@@ -910,10 +971,10 @@ fn batch_write(
                             values.insert("email".into(), input.id.unwrap_or_default());
                             written.push("email".into());
                         }
-                        (portal.create(values), true)
+                        (portal.create(values, Source::Api), true)
                     }
                 };
-                let mut object = portal.to_object(id, Some(&written));
+                let mut object = portal.to_object(id, Some(&written), None);
                 object.new = (action == "upsert").then_some(new);
                 object.object_write_trace_id = input.object_write_trace_id;
                 results.push(object);

@@ -5,8 +5,10 @@
 //! 200-per-page limit and the 10,000-result cap, batch read/create/update/
 //! upsert/archive with at most 100 inputs and 207 multi-status answers, single
 //! reads by id or email, the properties list, string property values, a
-//! `lastmodifieddate` that advances on every write, and HubSpot's error JSON.
-//! It is a test double: no persistence, no webhooks, no associations.
+//! `lastmodifieddate` that advances on every write, property history
+//! (`propertiesWithHistory`, newest first, at most 50 inputs a batch read; not
+//! on search), and HubSpot's error JSON. Tests can keep a journal of the
+//! requests it received. It is a test double: no persistence, no associations.
 
 // Handlers return a ready error `Response` as their `Err`: large, but it is what axum answers with.
 #![allow(clippy::result_large_err)]
@@ -24,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 pub use state::PropertyDef;
-use state::State;
+use state::{Source, State};
 
 use serde_json::Value;
 use tandem_core::sim::{Envelope, Webhooks};
@@ -83,6 +85,22 @@ pub struct SimConfig {
     pub retry_after: bool,
     /// How long each request takes to answer (the real API takes 100 ms or more).
     pub latency: Duration,
+    /// Most inputs of a batch read that asks for `propertiesWithHistory`. HubSpot
+    /// answers more with a 400 ("The maximum number of inputs supported in a
+    /// batch request for property histories is 50"), known from third-party code only.
+    pub history_batch_limit: usize,
+    /// Most contacts of one page of the contact list that asks for
+    /// `propertiesWithHistory`. The spec says only that the parameter "will
+    /// reduce the maximum number of contacts that can be read by a single
+    /// request"; the simulator shortens the page to this and pages on.
+    pub list_history_limit: u32,
+    /// The `sourceType` of values written through the API. Captures of real
+    /// answers show `INTEGRATION` (with the app id as `sourceId`) for apps; some
+    /// show `API`. Not documented.
+    pub api_source_type: String,
+    /// Whether setting a property to the value it already holds adds an entry
+    /// to its history (HubSpot does not document it either way).
+    pub history_repeats: bool,
 }
 impl Default for SimConfig {
     fn default() -> Self {
@@ -97,8 +115,25 @@ impl Default for SimConfig {
             search_rate_limit: None,
             retry_after: false,
             latency: Duration::ZERO,
+            history_batch_limit: 50,
+            list_history_limit: 50,
+            api_source_type: "INTEGRATION".into(),
+            history_repeats: true,
         }
     }
+}
+
+/// One request the simulator received, as kept by [`HubSpotSim::record_requests`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimRequest {
+    /// `GET`, `POST`, `PATCH`, ...
+    pub method: String,
+    /// The path, such as `/crm/v3/objects/contacts/batch/read`.
+    pub path: String,
+    /// The raw query string, empty if none.
+    pub query: String,
+    /// The JSON body; `Null` when empty or not JSON.
+    pub body: Value,
 }
 
 /// What a seed file holds: custom properties and contacts in the API's shape
@@ -150,12 +185,13 @@ impl HubSpotSim {
     /// An empty portal with HubSpot's default contact properties.
     pub fn new(config: SimConfig) -> Self {
         Self {
-            state: Arc::new(Mutex::new(State::new())),
+            state: Arc::new(Mutex::new(State::new(&config))),
             config: Arc::new(config),
         }
     }
 
-    /// Load a seed. Seeded values skip validation, as data imported long ago can.
+    /// Load a seed. Seeded values skip validation, as data imported long ago can;
+    /// their history says they were imported at the contact's `updatedAt`.
     pub fn seed(&self, seed: Seed) -> Result<(), String> {
         self.lock().load(seed)
     }
@@ -187,7 +223,9 @@ impl HubSpotSim {
     /// The contact with this email (any case), with every property, archived or not.
     pub fn contact_by_email(&self, email: &str) -> Option<SimplePublicObject> {
         let state = self.lock();
-        state.find_email(email).map(|id| state.to_object(id, None))
+        state
+            .find_email(email)
+            .map(|id| state.to_object(id, None, None))
     }
 
     /// Every live contact, with every property, in id order.
@@ -195,11 +233,12 @@ impl HubSpotSim {
         let state = self.lock();
         state
             .live_ids()
-            .map(|id| state.to_object(id, None))
+            .map(|id| state.to_object(id, None, None))
             .collect()
     }
 
-    /// Set properties of the contact with this email as a person in HubSpot would; returns its id.
+    /// Set properties of the contact with this email as a person in HubSpot
+    /// would (their history says `CRM_UI`, at the simulator's clock); returns its id.
     pub fn edit(&self, email: &str, properties: &[(&str, &str)]) -> Option<String> {
         let mut state = self.lock();
         let id = state.find_email(email)?;
@@ -207,7 +246,7 @@ impl HubSpotSim {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        state.write_unchecked(id, values);
+        state.write_unchecked(id, values, Source::Person);
         Some(id.to_string())
     }
 
@@ -261,7 +300,7 @@ impl HubSpotSim {
         else {
             return false;
         };
-        state.archive(id);
+        state.archive(id, Source::Person);
         true
     }
 
@@ -275,8 +314,20 @@ impl HubSpotSim {
         else {
             return false;
         };
-        state.restore(id);
+        state.restore(id, Source::Person);
         true
+    }
+
+    /// Start keeping every request that passes auth and the rate limits from
+    /// now on (method, path, query and JSON body), for tests that check what a
+    /// client sends.
+    pub fn record_requests(&self) {
+        self.lock().journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The requests received since [`HubSpotSim::record_requests`], oldest first.
+    pub fn requests(&self) -> Vec<SimRequest> {
+        self.lock().journal.clone().unwrap_or_default()
     }
 
     /// Counters of requests, writes and 429s so far.

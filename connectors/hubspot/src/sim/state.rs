@@ -1,5 +1,6 @@
-//! The simulator's portal: contacts, the property schema, validation and the
-//! clock that stamps `lastmodifieddate`. No HTTP here.
+//! The simulator's portal: contacts, the property schema, validation, the
+//! clock that stamps `lastmodifieddate` and each property's history of values.
+//! No HTTP here.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -8,8 +9,8 @@ use serde_json::json;
 use tandem_core::Millis;
 use tandem_core::clock::{format_millis_z, now_millis, parse_rfc3339};
 
-use super::{Seed, SimStats};
-use crate::model::SimplePublicObject;
+use super::{Seed, SimConfig, SimStats};
+use crate::model::{SimplePublicObject, ValueWithTimestamp};
 
 /// A contact property definition, as `GET /crm/v3/properties/contacts` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,30 @@ fn string_type() -> String {
 /// The portal and app the simulator's webhook events name.
 pub const SIM_PORTAL: u64 = 62515;
 pub const SIM_APP: u64 = 54321;
+/// The user who makes the changes [`super::HubSpotSim::edit`] stands for.
+pub const SIM_USER: u64 = 45678;
+
+/// Who set a property value, as its history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A seed: data imported into the portal (`IMPORT`).
+    Import,
+    /// A client of the API, that is an app (`INTEGRATION` by default).
+    Api,
+    /// A person in HubSpot's own interface (`CRM_UI`).
+    Person,
+}
+
+/// One entry of a property's history, as the simulator keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// The value set; `""` when the property was cleared.
+    pub value: String,
+    /// When, by the simulator's clock (the seed's `updatedAt` for seeded values).
+    pub at: Millis,
+    /// Who set it.
+    pub source: Source,
+}
 
 /// Properties returned when a request names none.
 pub const DEFAULT_PROPERTIES: [&str; 6] = [
@@ -110,6 +135,26 @@ pub struct Contact {
     pub created: Millis,
     pub updated: Millis,
     pub archived: Option<Millis>,
+    /// Every value each property was set to, oldest first.
+    pub history: BTreeMap<String, Vec<HistoryEntry>>,
+}
+
+impl Contact {
+    /// Record that `value` was set on `name`. A value equal to the current
+    /// one is recorded only if `repeats` (see [`SimConfig::history_repeats`]).
+    fn record(&mut self, name: &str, value: &str, at: Millis, source: Source, repeats: bool) {
+        let entries = self.history.entry(name.to_string()).or_default();
+        let current = entries.last().map_or("", |last| last.value.as_str());
+        // Clearing a property that never had a value sets nothing.
+        if value == current && (!repeats || entries.is_empty()) {
+            return;
+        }
+        entries.push(HistoryEntry {
+            value: value.to_string(),
+            at,
+            source,
+        });
+    }
 }
 
 /// A rejected input: HubSpot's category, message, code, and the property concerned.
@@ -175,13 +220,21 @@ pub struct State {
     pub webhooks: Option<tandem_core::sim::Webhooks>,
     next_event_id: u64,
     pub stats: SimStats,
+    /// Whether setting a property to the value it holds adds a history entry.
+    history_repeats: bool,
+    /// How `sourceType` names writes through the API.
+    api_source_type: String,
+    /// Requests kept for tests, once asked for.
+    pub journal: Option<Vec<super::SimRequest>>,
 }
 
 impl State {
-    pub fn new() -> Self {
+    pub fn new(config: &SimConfig) -> Self {
         Self {
             schema: default_schema(),
             next_id: 1001,
+            history_repeats: config.history_repeats,
+            api_source_type: config.api_source_type.clone(),
             ..Self::default()
         }
     }
@@ -228,29 +281,35 @@ impl State {
             }
             let id = self.next_id;
             self.next_id += 1;
-            self.insert(
-                id,
-                Contact {
-                    properties,
-                    created,
-                    updated,
-                    archived: None,
-                },
-            );
+            let mut contact = Contact {
+                properties,
+                created,
+                updated,
+                archived: None,
+                history: BTreeMap::new(),
+            };
+            for (name, value) in contact.properties.clone() {
+                contact.record(&name, &value, updated, Source::Import, true);
+            }
+            self.insert(id, contact, Source::Import);
         }
         Ok(())
     }
 
-    fn insert(&mut self, id: u64, mut contact: Contact) {
-        contact
-            .properties
-            .insert("hs_object_id".into(), id.to_string());
-        contact
-            .properties
-            .insert("createdate".into(), format_millis_z(contact.created));
-        contact
-            .properties
-            .insert("lastmodifieddate".into(), format_millis_z(contact.updated));
+    /// Store a contact, setting the properties HubSpot keeps itself (and
+    /// recording their changes in their history, as made by `source`).
+    fn insert(&mut self, id: u64, mut contact: Contact, source: Source) {
+        let own = [
+            ("hs_object_id", id.to_string()),
+            ("createdate", format_millis_z(contact.created)),
+            ("lastmodifieddate", format_millis_z(contact.updated)),
+        ];
+        for (name, value) in own {
+            if contact.properties.get(name) != Some(&value) {
+                contact.record(name, &value, contact.updated, source, true);
+                contact.properties.insert(name.into(), value);
+            }
+        }
         if let Some(old) = self.contacts.get(&id) {
             self.modified.remove(&(old.updated, id));
             if let Some(email) = old.properties.get("email") {
@@ -392,35 +451,43 @@ impl State {
         Ok(())
     }
 
-    /// Create a contact from validated values.
-    pub fn create(&mut self, values: BTreeMap<String, String>) -> u64 {
+    /// Create a contact from validated values, set by `source`.
+    pub fn create(&mut self, values: BTreeMap<String, String>, source: Source) -> u64 {
         let now = self.tick();
         let id = self.next_id;
         self.next_id += 1;
-        let mut properties = BTreeMap::new();
-        apply_values(&mut properties, values);
-        self.insert(
-            id,
-            Contact {
-                properties,
-                created: now,
-                updated: now,
-                archived: None,
-            },
-        );
+        let mut contact = Contact {
+            properties: BTreeMap::new(),
+            created: now,
+            updated: now,
+            archived: None,
+            history: BTreeMap::new(),
+        };
+        let set = apply_values(&mut contact.properties, values);
+        for (name, value) in set {
+            // An empty value on a new contact sets nothing, so it leaves no history.
+            if !value.is_empty() {
+                contact.record(&name, &value, now, source, true);
+            }
+        }
+        self.insert(id, contact, source);
         self.emit(id, "contact.creation", None, now);
         self.stats.writes += 1;
         id
     }
 
-    /// Set validated values on a contact; an empty string clears a property.
-    pub fn write_unchecked(&mut self, id: u64, values: BTreeMap<String, String>) {
+    /// Set validated values on a contact, as `source`; an empty string clears a property.
+    pub fn write_unchecked(&mut self, id: u64, values: BTreeMap<String, String>, source: Source) {
         let now = self.tick();
         let Some(mut contact) = self.contacts.get(&id).cloned() else {
             return;
         };
         let before = contact.properties.clone();
-        apply_values(&mut contact.properties, values);
+        let set = apply_values(&mut contact.properties, values);
+        for (name, value) in set {
+            let repeats = self.history_repeats;
+            contact.record(&name, &value, now, source, repeats);
+        }
         contact.updated = now;
         let changed: Vec<(String, String)> = contact
             .properties
@@ -434,7 +501,7 @@ impl State {
                     .map(|name| (name.clone(), String::new())),
             )
             .collect();
-        self.insert(id, contact);
+        self.insert(id, contact, source);
         self.stats.writes += 1;
         for (name, value) in changed {
             self.emit(id, "contact.propertyChange", Some((&name, &value)), now);
@@ -466,7 +533,7 @@ impl State {
     }
 
     /// Bring an archived contact back, as HubSpot allows for 90 days.
-    pub fn restore(&mut self, id: u64) {
+    pub fn restore(&mut self, id: u64, source: Source) {
         let now = self.tick();
         if let Some(mut contact) = self
             .contacts
@@ -476,13 +543,14 @@ impl State {
         {
             contact.archived = None;
             contact.updated = now;
-            self.insert(id, contact);
+            self.insert(id, contact, source);
             self.stats.writes += 1;
             self.emit(id, "contact.restore", None, now);
         }
     }
 
-    pub fn archive(&mut self, id: u64) {
+    /// Archive a contact, as `source`.
+    pub fn archive(&mut self, id: u64, source: Source) {
         let now = self.tick();
         if let Some(mut contact) = self
             .contacts
@@ -492,14 +560,20 @@ impl State {
         {
             contact.archived = Some(now);
             contact.updated = now;
-            self.insert(id, contact);
+            self.insert(id, contact, source);
             self.stats.writes += 1;
             self.emit(id, "contact.deletion", None, now);
         }
     }
 
-    /// A contact in the API's shape, with the requested properties (`None`: all of them).
-    pub fn to_object(&self, id: u64, requested: Option<&[String]>) -> SimplePublicObject {
+    /// A contact in the API's shape, with the requested properties (`None`: all
+    /// of them) and, if `with_history`, the history of those it names.
+    pub fn to_object(
+        &self,
+        id: u64,
+        requested: Option<&[String]>,
+        with_history: Option<&[String]>,
+    ) -> SimplePublicObject {
         let contact = &self.contacts[&id];
         let properties = match requested {
             None => contact
@@ -520,13 +594,69 @@ impl State {
             updated_at: format_millis_z(contact.updated),
             archived: contact.archived.is_some(),
             archived_at: contact.archived.map(format_millis_z),
+            properties_with_history: with_history.map(|names| self.history_of(contact, names)),
             new: None,
             object_write_trace_id: None,
         }
     }
+
+    /// The history of the named properties, newest entry first. A name the
+    /// schema does not know is left out, as HubSpot ignores it; a known
+    /// property that was never set has an empty history.
+    fn history_of(
+        &self,
+        contact: &Contact,
+        names: &[String],
+    ) -> BTreeMap<String, Vec<ValueWithTimestamp>> {
+        names
+            .iter()
+            .filter(|name| self.schema.contains_key(*name))
+            .map(|name| {
+                let entries = contact.history.get(name).map_or(&[][..], Vec::as_slice);
+                let entries = entries
+                    .iter()
+                    .rev()
+                    .map(|entry| self.entry_of(entry))
+                    .collect();
+                (name.clone(), entries)
+            })
+            .collect()
+    }
+
+    /// One history entry in the API's shape. The source names follow captures
+    /// of real answers: an app's writes are `INTEGRATION` with the app id, a
+    /// person's `CRM_UI` with `userId:<id>`, imports `IMPORT`.
+    fn entry_of(&self, entry: &HistoryEntry) -> ValueWithTimestamp {
+        let (source_type, source_id, user) = match entry.source {
+            Source::Import => ("IMPORT".to_string(), None, None),
+            Source::Api => (
+                self.api_source_type.clone(),
+                Some(SIM_APP.to_string()),
+                None,
+            ),
+            Source::Person => (
+                "CRM_UI".to_string(),
+                Some(format!("userId:{SIM_USER}")),
+                Some(SIM_USER.into()),
+            ),
+        };
+        ValueWithTimestamp {
+            value: Some(entry.value.clone()),
+            timestamp: format_millis_z(entry.at),
+            source_type,
+            source_id,
+            source_label: None,
+            updated_by_user_id: user,
+        }
+    }
 }
 
-fn apply_values(properties: &mut BTreeMap<String, String>, values: BTreeMap<String, String>) {
+/// Set values (an empty one clears); returns them as stored, for the history.
+fn apply_values(
+    properties: &mut BTreeMap<String, String>,
+    values: BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut set = Vec::with_capacity(values.len());
     for (name, value) in values {
         let value = if name == "email" {
             value.trim().to_lowercase()
@@ -536,9 +666,11 @@ fn apply_values(properties: &mut BTreeMap<String, String>, values: BTreeMap<Stri
         if value.is_empty() {
             properties.remove(&name);
         } else {
-            properties.insert(name, value);
+            properties.insert(name.clone(), value.clone());
         }
+        set.push((name, value));
     }
+    set
 }
 
 /// HubSpot's check is stricter than a regex can state; this one asks for a
