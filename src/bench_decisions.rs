@@ -253,6 +253,7 @@ pub fn run(records: usize, json_out: bool) -> anyhow::Result<()> {
     let mut core = Vec::new();
     let mut full = Vec::new();
     let mut sink = 0usize;
+    let none = std::collections::BTreeMap::new();
     for _ in 0..ROUNDS {
         let started = Instant::now();
         for case in &cases {
@@ -262,10 +263,12 @@ pub fn run(records: usize, json_out: bool) -> anyhow::Result<()> {
                 SideView {
                     values: &case.values[0],
                     changed_at: case.times[0],
+                    fields_changed_at: &none,
                 },
                 SideView {
                     values: &case.values[1],
                     changed_at: case.times[1],
+                    fields_changed_at: &none,
                 },
             );
             sink += plan.settled.len();
@@ -282,10 +285,12 @@ pub fn run(records: usize, json_out: bool) -> anyhow::Result<()> {
                 SideView {
                     values: &left,
                     changed_at: case.times[0],
+                    fields_changed_at: &none,
                 },
                 SideView {
                     values: &right,
                     changed_at: case.times[1],
+                    fields_changed_at: &none,
                 },
             );
             sink += plan.conflicts.len();

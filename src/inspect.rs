@@ -164,9 +164,20 @@ pub fn explain(
         return Ok(None);
     }
     // Each side as a pass would see it: the waiting version, else the last one seen.
-    let current = |side: Side| -> Option<(Option<String>, &tandem_core::FieldMap, Millis)> {
+    type View<'a> = (
+        Option<String>,
+        &'a tandem_core::FieldMap,
+        Millis,
+        &'a BTreeMap<String, Millis>,
+    );
+    let current = |side: Side| -> Option<View<'_>> {
         if let Some(record) = &item.fresh[side as usize] {
-            return Some((Some(record.id.clone()), &record.fields, record.updated_at));
+            return Some((
+                Some(record.id.clone()),
+                &record.fields,
+                record.updated_at,
+                &record.changed_at,
+            ));
         }
         let state = item.link.as_ref()?;
         let snapshot = state.snapshots[side as usize].as_ref()?;
@@ -174,13 +185,19 @@ pub fn explain(
             state.link.id_on(side).map(String::from),
             &snapshot.fields,
             snapshot.updated_at,
+            &snapshot.changed_at,
         ))
     };
     let views = Side::BOTH.map(current);
     let empty = tandem_core::FieldMap::new();
     let values = Side::BOTH
         .map(|side| policy.canonical(side, views[side as usize].as_ref().map_or(&empty, |v| v.1)));
-    let times = Side::BOTH.map(|side| views[side as usize].as_ref().map_or(0, |v| v.2));
+    // A field's own change time where the system gave one, else its record's.
+    let time = |side: Side, path: &str| {
+        views[side as usize]
+            .as_ref()
+            .map_or(0, |v| v.3.get(path).copied().unwrap_or(v.2))
+    };
     let base = item.link.as_ref().map(|s| &s.base);
     let both_exist = views.iter().all(Option::is_some);
     let fields = policy
@@ -197,7 +214,14 @@ pub fn explain(
             };
             let (left, right) = (value(Side::Left), value(Side::Right));
             let decision = if both_exist {
-                decide_field(field, field_base, &left, &right, times[0], times[1])
+                decide_field(
+                    field,
+                    field_base,
+                    &left,
+                    &right,
+                    time(Side::Left, field.path(Side::Left)),
+                    time(Side::Right, field.path(Side::Right)),
+                )
             } else {
                 // One record only: it is copied to the other side on creation.
                 let from = if views[0].is_some() {

@@ -141,6 +141,49 @@ async fn newest_takes_the_later_edit() {
 }
 
 #[tokio::test]
+async fn newest_weighs_when_the_field_itself_changed_not_the_record() {
+    let world = linked_world().await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    world.hubspot.record_requests();
+
+    // HubSpot renames her first, Mailchimp second; then HubSpot's last name
+    // changes, which makes HubSpot's record the newer one.
+    world.later();
+    world.hubspot.edit(ADA, &[("firstname", "Augusta")]);
+    world.later();
+    world.mailchimp.edit(ADA, &[("FNAME", "Countess")]);
+    world.later();
+    world.hubspot.edit(ADA, &[("lastname", "King")]);
+    let report = world.pass(&engine).await;
+
+    assert_eq!(report.conflicts_opened, 0, "{report:?}");
+    for (side, value) in [
+        ("hubspot", world.hubspot_value(ADA, "firstname")),
+        ("mailchimp", world.mailchimp_value(ADA, "FNAME")),
+    ] {
+        assert_eq!(
+            value.as_deref(),
+            Some("Countess"),
+            "{side}: the later first name"
+        );
+    }
+    assert_eq!(world.mailchimp_value(ADA, "LNAME").as_deref(), Some("King"));
+    let dated: Vec<_> = world
+        .hubspot
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/crm/v3/objects/contacts/batch/read")
+        .collect();
+    assert_eq!(dated.len(), 1, "one read by id for the history: {dated:?}");
+    let asked = dated[0].body["propertiesWithHistory"].to_string();
+    assert!(
+        asked.contains("firstname") && asked.contains("lastname"),
+        "{asked}"
+    );
+}
+
+#[tokio::test]
 async fn source_of_truth_takes_the_named_side_even_when_the_other_is_newer() {
     let world = linked_world().await;
     let engine = world.engine().await;

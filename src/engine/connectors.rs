@@ -10,7 +10,41 @@ use tandem_mailchimp::{MailchimpClient, MailchimpConfig};
 
 use crate::config::{Config, ConnectorSettings};
 use crate::location::Located;
-use crate::policy::Schemas;
+use crate::policy::{Policy, Schemas};
+use crate::side::Side;
+
+/// What the pairs read from one connector.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Every path a pair reads.
+    pub paths: Vec<String>,
+    /// Paths whose own change time a pair weighs (fields of `newest`), read with
+    /// their history where the API keeps one.
+    pub history: Vec<String>,
+}
+
+impl Reads {
+    /// What `policies` read from each connector.
+    pub fn of<'a>(policies: impl IntoIterator<Item = &'a Policy>) -> BTreeMap<String, Reads> {
+        let mut reads: BTreeMap<String, Reads> = BTreeMap::new();
+        for policy in policies {
+            for side in Side::BOTH {
+                let entry = reads.entry(policy.connector(side).to_string()).or_default();
+                for path in policy.paths(side) {
+                    if !entry.paths.contains(&path) {
+                        entry.paths.push(path);
+                    }
+                }
+                for path in policy.history_paths(side) {
+                    if !entry.history.contains(&path) {
+                        entry.history.push(path);
+                    }
+                }
+            }
+        }
+        reads
+    }
+}
 
 /// A configured connector of any vendor.
 pub enum AnyConnector {
@@ -21,11 +55,11 @@ pub enum AnyConnector {
 }
 
 impl AnyConnector {
-    /// Build a client that reads `paths`. Reads the credential; makes no request.
+    /// Build a client that reads what `reads` says. Reads the credential; makes no request.
     pub fn build(
         name: &str,
         settings: &ConnectorSettings,
-        paths: &[String],
+        reads: &Reads,
     ) -> Result<AnyConnector, Located> {
         let common = settings.common();
         let secret = common.credential.read()?;
@@ -62,11 +96,8 @@ impl AnyConnector {
                 if let Some(overlap) = common.overlap {
                     config.search_overlap = overlap;
                 }
-                config.properties = paths
-                    .iter()
-                    .filter_map(|p| tandem_hubspot::property_of(p))
-                    .map(String::from)
-                    .collect();
+                config.properties = properties(&reads.paths);
+                config.history_properties = properties(&reads.history);
                 HubSpotClient::new(config)
                     .map(AnyConnector::HubSpot)
                     .map_err(invalid)
@@ -104,29 +135,33 @@ impl AnyConnector {
         }
     }
 
-    /// Read these paths from now on (a reloaded policy may sync new fields).
-    /// Mailchimp always returns whole members, so only HubSpot needs telling.
-    pub fn read_paths(&self, paths: &[String]) {
-        if let AnyConnector::HubSpot(client) = self {
-            client.read_properties(
-                paths
-                    .iter()
-                    .filter_map(|p| tandem_hubspot::property_of(p))
-                    .map(String::from)
-                    .collect(),
-            );
+    /// Whether reads by id can date each field by when its value was set.
+    pub fn keeps_history(&self) -> bool {
+        match self {
+            AnyConnector::HubSpot(client) => client.reads_history(),
+            AnyConnector::Mailchimp(_) => false,
         }
     }
 
-    /// Build every connector of a config, each reading the paths its pairs use.
+    /// Read what `reads` says from now on (a reloaded policy may sync new fields,
+    /// or weigh others by their own change time). Mailchimp always returns whole
+    /// members and keeps no field history, so only HubSpot needs telling.
+    pub fn read(&self, reads: &Reads) {
+        if let AnyConnector::HubSpot(client) = self {
+            client.read_properties(properties(&reads.paths));
+            client.read_history(properties(&reads.history));
+        }
+    }
+
+    /// Build every connector of a config that the pairs read from.
     pub fn build_all(
         config: &Config,
-        paths: &BTreeMap<String, Vec<String>>,
+        reads: &BTreeMap<String, Reads>,
     ) -> Result<BTreeMap<String, AnyConnector>, Located> {
         let mut built = BTreeMap::new();
         for (name, settings) in &config.connectors {
-            if let Some(paths) = paths.get(name) {
-                built.insert(name.clone(), AnyConnector::build(name, settings, paths)?);
+            if let Some(reads) = reads.get(name) {
+                built.insert(name.clone(), AnyConnector::build(name, settings, reads)?);
             }
         }
         Ok(built)
@@ -193,6 +228,15 @@ impl AnyConnector {
             AnyConnector::Mailchimp(_) => tandem_mailchimp::client::BATCH_LIMIT,
         }
     }
+}
+
+/// HubSpot property names of `properties.<name>` paths.
+fn properties(paths: &[String]) -> Vec<String> {
+    paths
+        .iter()
+        .filter_map(|p| tandem_hubspot::property_of(p))
+        .map(String::from)
+        .collect()
 }
 
 /// The configured connectors, as the policy compiler sees them.

@@ -22,8 +22,8 @@ use tandem_core::{ConnectorError, ErrorKind, Millis, Record, TrafficStats, Write
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-pub use connectors::{AnyConnector, ConfigSchemas};
-pub use plan::{Item, Skip, confirmed_base, plan};
+pub use connectors::{AnyConnector, ConfigSchemas, Reads};
+pub use plan::{Item, Skip, confirmed_base, needs_dates, plan};
 
 use crate::store::Change;
 
@@ -240,18 +240,8 @@ impl Engine {
     /// On error nothing has been written anywhere.
     pub async fn start(config: &Config, clock: Clock) -> Result<Engine, SetupError> {
         let policies = load_policies(config)?;
-        let mut paths: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for policy in &policies {
-            for side in Side::BOTH {
-                let entry = paths.entry(policy.connector(side).to_string()).or_default();
-                for path in policy.paths(side) {
-                    if !entry.contains(&path) {
-                        entry.push(path);
-                    }
-                }
-            }
-        }
-        let built = AnyConnector::build_all(config, &paths).map_err(SetupError::Connector)?;
+        let reads = Reads::of(&policies);
+        let built = AnyConnector::build_all(config, &reads).map_err(SetupError::Connector)?;
         for (name, connector) in &built {
             let settings = &config.connectors[name];
             if let Err(error) = connector.check().await {
@@ -691,6 +681,35 @@ impl Engine {
                         .and_then(normalize_key);
                     if let Some(record) = key.and_then(|k| by_key.remove(&k)) {
                         item.fresh[side as usize] = Some(record);
+                    }
+                }
+            }
+            // Both sides changed a field that `newest` settles: read those records
+            // again with each field's change time, where the API keeps one.
+            for side in Side::BOTH {
+                let connector = self.connector(policy, side);
+                if !connector.keeps_history() {
+                    continue;
+                }
+                let wanted: Vec<String> = items
+                    .iter()
+                    .filter(|item| needs_dates(policy, item, side))
+                    .filter_map(|item| Some(item.fresh[side as usize].as_ref()?.id.clone()))
+                    .collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                let mut dated: HashMap<String, Record> = connector
+                    .fetch(&wanted)
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.id.clone(), r))
+                    .collect();
+                for slot in items.iter_mut().map(|item| &mut item.fresh[side as usize]) {
+                    if let Some(record) = slot.as_mut()
+                        && let Some(newer) = dated.remove(&record.id)
+                    {
+                        *record = newer;
                     }
                 }
             }

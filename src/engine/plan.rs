@@ -52,7 +52,35 @@ struct Current<'a> {
     id: Option<&'a str>,
     fields: &'a FieldMap,
     changed_at: Millis,
+    fields_changed_at: &'a BTreeMap<String, Millis>,
     standing: Standing,
+}
+
+/// Whether the `side` record of a linked item should be read again with each
+/// field's change time before it is decided: both sides changed a field that
+/// `newest` settles, and this record does not say when its value was set (a
+/// poll brought it). Without that time the record's own change time stands in,
+/// and an edit of another field would make this one look newer than it is.
+pub fn needs_dates(policy: &Policy, item: &Item, side: Side) -> bool {
+    let (Some(link), [Some(left), Some(right)]) = (&item.link, &item.fresh) else {
+        return false;
+    };
+    let fresh = [left, right];
+    let changed = |side: Side, path: &str| {
+        let seen = link.snapshots[side as usize]
+            .as_ref()
+            .and_then(|s| s.fields.get(path));
+        fresh[side as usize].fields.get(path) != seen
+    };
+    policy.history_paths(side).iter().any(|path| {
+        !fresh[side as usize].changed_at.contains_key(path.as_str())
+            && changed(side, path)
+            && policy
+                .fields
+                .iter()
+                .find(|f| f.path(side) == path)
+                .is_some_and(|f| changed(side.other(), f.path(side.other())))
+    })
 }
 
 /// Decide what to do with an item.
@@ -87,6 +115,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 id: Some(&record.id),
                 fields: &record.fields,
                 changed_at: record.updated_at,
+                fields_changed_at: &record.changed_at,
                 standing: record.standing,
             });
         }
@@ -97,6 +126,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
             id: Some(id),
             fields: &snapshot.fields,
             changed_at: snapshot.updated_at,
+            fields_changed_at: &snapshot.changed_at,
             standing: snapshot.standing,
         })
     };
@@ -192,10 +222,12 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 SideView {
                     values: &values[0],
                     changed_at: left.changed_at,
+                    fields_changed_at: left.fields_changed_at,
                 },
                 SideView {
                     values: &values[1],
                     changed_at: right.changed_at,
+                    fields_changed_at: right.fields_changed_at,
                 },
             ];
             let mut decided = reconcile(policy, base, views[0], views[1]);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tracing::{error, info};
 
-use super::{ConfigSchemas, Engine};
+use super::{ConfigSchemas, Engine, Reads};
 use crate::config::Config;
 use crate::policy::{self, Policy};
 use crate::side::Side;
@@ -247,28 +247,22 @@ impl Engine {
                 Ok(())
             })
             .await?;
+        // The connectors read what every pair needs, this version included.
+        let policies = self.policies();
+        let all = policies.iter().map(|p| {
+            if p.name == policy.name {
+                policy
+            } else {
+                p.as_ref()
+            }
+        });
+        for (connector, reads) in Reads::of(all) {
+            if let Some(client) = self.connectors.get(&connector) {
+                client.read(&reads);
+            }
+        }
         for side in &reread {
-            let connector = policy.connector(*side);
-            let paths: Vec<String> = self
-                .policies()
-                .iter()
-                .map(|p| {
-                    if p.name == policy.name {
-                        policy
-                    } else {
-                        p.as_ref()
-                    }
-                })
-                .flat_map(|p| {
-                    Side::BOTH
-                        .into_iter()
-                        .filter(|s| p.connector(*s) == connector)
-                        .flat_map(|s| p.paths(s))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            self.connectors[connector].read_paths(&paths);
-            info!(pair = %pair, connector, "The policy reads new fields: every record of this side is read again.");
+            info!(pair = %pair, connector = policy.connector(*side), "The policy reads new fields: every record of this side is read again.");
         }
         Ok(())
     }

@@ -335,6 +335,16 @@ impl Policy {
         paths
     }
 
+    /// Paths on `side` whose own change time the policy weighs: the fields that
+    /// `newest` settles.
+    pub fn history_paths(&self, side: Side) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|f| matches!(f.rule, Rule::Newest { .. }))
+            .map(|f| f.path(side).to_string())
+            .collect()
+    }
+
     /// Whether a record on `side` with these fields syncs.
     pub fn in_scope(&self, side: Side, fields: &FieldMap) -> bool {
         self.scope[side as usize].admits(fields)

@@ -45,6 +45,18 @@ pub struct SideView<'a> {
     pub values: &'a Values,
     /// When the record last changed, by that system's clock.
     pub changed_at: Millis,
+    /// When single fields were set, by vendor path, where the API says.
+    pub fields_changed_at: &'a BTreeMap<String, Millis>,
+}
+
+impl SideView<'_> {
+    /// When the field at `path` was set: its own time where known, else the record's.
+    pub fn changed_at(&self, path: &str) -> Millis {
+        self.fields_changed_at
+            .get(path)
+            .copied()
+            .unwrap_or(self.changed_at)
+    }
 }
 
 /// What to do with one field.
@@ -455,7 +467,11 @@ pub fn reconcile(
         let l = left.values.get(&field.name).unwrap_or(&Value::Null);
         let r = right.values.get(&field.name).unwrap_or(&Value::Null);
         let field_base = base.get(&field.name);
-        match decide_field(field, field_base, l, r, left.changed_at, right.changed_at) {
+        let (left_at, right_at) = (
+            left.changed_at(field.path(Side::Left)),
+            right.changed_at(field.path(Side::Right)),
+        );
+        match decide_field(field, field_base, l, r, left_at, right_at) {
             Decision::Unchanged => {}
             Decision::Agreed { left, right } => {
                 plan.agreed.insert(field.name.clone(), (left, right));

@@ -590,10 +590,12 @@ fn a_record_reconciles_field_by_field() {
         SideView {
             values: &left,
             changed_at: 1,
+            fields_changed_at: &Default::default(),
         },
         SideView {
             values: &right,
             changed_at: 2,
+            fields_changed_at: &Default::default(),
         },
     );
     assert_eq!(
@@ -876,4 +878,62 @@ fn text_merge_counts_characters_not_bytes() {
     let emoji =
         crate::reconcile::merge_text("👋 hello 🌍", Some("👋👋 hello 🌍"), Some("👋 hello 🌍!"));
     assert_eq!(emoji.as_deref(), Some("👋👋 hello 🌍!"));
+}
+
+#[test]
+fn a_fields_own_change_time_outweighs_the_records() {
+    // The left record changed last (someone edited its phone), but its name was
+    // set before the right side's name: the right name is the newer edit.
+    let policy = policy();
+    let base: Base = [("name", "Ada")]
+        .into_iter()
+        .map(|(f, b)| {
+            (
+                f.to_string(),
+                FieldBase {
+                    left: v(b),
+                    right: v(b),
+                },
+            )
+        })
+        .collect();
+    let values = |name: &str| -> Values {
+        [("email", "a@x"), ("name", name)]
+            .into_iter()
+            .map(|(k, x)| (k.to_string(), v(x)))
+            .collect()
+    };
+    let (left, right) = (values("Augusta"), values("Ada L."));
+    let decide = |left_name_at: Option<Millis>| {
+        let times: std::collections::BTreeMap<String, Millis> = left_name_at
+            .map(|at| ("l.name".to_string(), at))
+            .into_iter()
+            .collect();
+        reconcile(
+            &policy,
+            &base,
+            SideView {
+                values: &left,
+                changed_at: 300,
+                fields_changed_at: &times,
+            },
+            SideView {
+                values: &right,
+                changed_at: 200,
+                fields_changed_at: &Default::default(),
+            },
+        )
+    };
+    assert_eq!(
+        decide(None).writes_to(R).get("name"),
+        Some(&v("Augusta")),
+        "by record times"
+    );
+    let by_field = decide(Some(100));
+    assert_eq!(
+        by_field.writes_to(L).get("name"),
+        Some(&v("Ada L.")),
+        "by the field's own time"
+    );
+    assert!(by_field.writes_to(R).get("name").is_none());
 }

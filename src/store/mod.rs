@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub standing: Standing,
     /// Raw fields by vendor path.
     pub fields: FieldMap,
+    /// When fields were set, by vendor path, where the API said.
+    pub changed_at: BTreeMap<String, Millis>,
 }
 
 /// Everything the store knows of a link.
@@ -780,7 +782,7 @@ impl Store {
         }
         let mut snapshots = [None, None];
         let mut statement = self.conn.prepare_cached(
-            "SELECT side, updated_at, standing, fields FROM versions WHERE link_id = ?1",
+            "SELECT side, updated_at, standing, fields, changed_at FROM versions WHERE link_id = ?1",
         )?;
         let rows = statement.query_map([link.id], |r| {
             Ok((
@@ -788,15 +790,17 @@ impl Store {
                 r.get::<_, Millis>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })?;
         for row in rows {
-            let (side, updated_at, standing, fields) = row?;
+            let (side, updated_at, standing, fields, changed_at) = row?;
             let standing = from_json(&format!("\"{standing}\""))?;
             snapshots[parse_side(&side)? as usize] = Some(Snapshot {
                 updated_at,
                 standing,
                 fields: from_json(&fields)?,
+                changed_at: from_json(&changed_at)?,
             });
         }
         Ok(LinkState {
@@ -1176,19 +1180,55 @@ fn audit(
     Ok(())
 }
 
+/// When each field of `record` was set: the record's own times where it gives
+/// them, else the time remembered for a field whose value has not changed since
+/// it was last seen. A changed field without a time has none: the record's
+/// change time stands in for it.
+fn field_times(
+    tx: &Connection,
+    link: i64,
+    side: Side,
+    record: &Record,
+) -> Result<BTreeMap<String, Millis>> {
+    let previous: Option<(String, String)> = tx
+        .prepare_cached("SELECT fields, changed_at FROM versions WHERE link_id = ?1 AND side = ?2")?
+        .query_row(params![link, side.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let mut times = BTreeMap::new();
+    if let Some((fields, changed_at)) = previous {
+        let fields: FieldMap = from_json(&fields)?;
+        let changed_at: BTreeMap<String, Millis> = from_json(&changed_at)?;
+        times.extend(
+            changed_at
+                .into_iter()
+                .filter(|(path, _)| fields.get(path) == record.fields.get(path)),
+        );
+    }
+    times.extend(record.changed_at.clone());
+    Ok(times)
+}
+
 fn upsert_version(
     tx: &Connection,
     link: i64,
     side: Side,
     record: &Record,
     fields: &FieldMap,
+    changed_at: &BTreeMap<String, Millis>,
 ) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO versions (link_id, side, updated_at, standing, fields) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO versions (link_id, side, updated_at, standing, fields, changed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (link_id, side) DO UPDATE SET updated_at = excluded.updated_at,
-             standing = excluded.standing, fields = excluded.fields",
+             standing = excluded.standing, fields = excluded.fields, changed_at = excluded.changed_at",
     )?
-    .execute(params![link, side.as_str(), record.updated_at, record.standing.as_str(), to_json(fields)])?;
+    .execute(params![
+        link,
+        side.as_str(),
+        record.updated_at,
+        record.standing.as_str(),
+        to_json(fields),
+        to_json(changed_at)
+    ])?;
     Ok(())
 }
 
@@ -1243,7 +1283,8 @@ fn apply_change(
             side.as_str()
         );
         tx.prepare_cached(&sql)?.execute(params![link, record.id])?;
-        upsert_version(tx, link, *side, record, &record.fields)?;
+        let changed_at = field_times(tx, link, *side, record)?;
+        upsert_version(tx, link, *side, record, &record.fields, &changed_at)?;
     }
     if let Some(side) = change.gone {
         set_gone(tx, pair, link, side, true, now)?;
@@ -1513,19 +1554,25 @@ fn confirm(
         tx.execute(&sql, params![link, record.id])?;
     }
     // Merge what came back into the last version seen: an update's answer may hold only the written fields.
-    let previous: Option<String> = tx
+    let previous: Option<(String, String)> = tx
         .query_row(
-            "SELECT fields FROM versions WHERE link_id = ?1 AND side = ?2",
+            "SELECT fields, changed_at FROM versions WHERE link_id = ?1 AND side = ?2",
             params![link, side.as_str()],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let mut fields: FieldMap = match previous {
-        Some(text) => from_json(&text)?,
-        None => FieldMap::new(),
+    let (mut fields, mut changed_at): (FieldMap, BTreeMap<String, Millis>) = match previous {
+        Some((fields, changed_at)) => (from_json(&fields)?, from_json(&changed_at)?),
+        None => Default::default(),
     };
+    // A field just written changed with this answer, unless it says when.
+    let written: FieldMap = from_json(&payload)?;
+    for path in written.keys() {
+        changed_at.remove(path);
+    }
+    changed_at.extend(record.changed_at.clone());
     fields.extend(record.fields.clone());
-    upsert_version(tx, link, side, record, &fields)?;
+    upsert_version(tx, link, side, record, &fields, &changed_at)?;
     if matches!(op.as_str(), "archive" | "delete") {
         set_gone(tx, pair, link, side, true, now)?;
     }
@@ -1680,5 +1727,61 @@ mod tests {
             Store::open(&path),
             Err(StoreError::TooNew { found: 99, .. })
         ));
+    }
+
+    #[test]
+    fn a_fields_change_time_is_kept_while_its_value_stays() {
+        let mut store = Store::open_in_memory().unwrap();
+        let record = |first: &str, last: &str, changed_at: &[(&str, Millis)]| Record {
+            id: "1".into(),
+            key: Some("ada@example.com".into()),
+            fields: [
+                ("properties.firstname".to_string(), first.into()),
+                ("properties.lastname".to_string(), last.into()),
+            ]
+            .into(),
+            updated_at: 900,
+            changed_at: changed_at
+                .iter()
+                .map(|(p, t)| (p.to_string(), *t))
+                .collect(),
+            standing: Standing::Active,
+        };
+        let seen = |link: LinkRef, record: Record| Change {
+            link,
+            seen: vec![(Side::Left, record)],
+            agreed: BTreeMap::new(),
+            writes: vec![],
+            reconciled: true,
+            gone: None,
+            restored: None,
+            conflicts: vec![],
+            settled: vec![],
+            new_key: None,
+        };
+        let dated = record(
+            "Ada",
+            "Lovelace",
+            &[("properties.firstname", 100), ("properties.lastname", 200)],
+        );
+        let new = LinkRef::New {
+            key: "ada@example.com".into(),
+            ids: [Some("1".into()), None],
+        };
+        store.apply("p", &[seen(new, dated)], &[], 1).unwrap();
+        let link = store.link_by_id("p", Side::Left, "1").unwrap().unwrap();
+
+        // A poll brings no times; the last name changed, the first did not.
+        let polled = record("Ada", "King", &[]);
+        store
+            .apply("p", &[seen(LinkRef::Existing(link.id), polled)], &[], 2)
+            .unwrap();
+        let state = store.link_state(link).unwrap();
+        let snapshot = state.snapshots[0].as_ref().unwrap();
+        assert_eq!(
+            snapshot.changed_at,
+            BTreeMap::from([("properties.firstname".to_string(), 100)]),
+            "the changed last name has no time but the record's"
+        );
     }
 }

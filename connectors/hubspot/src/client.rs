@@ -211,6 +211,11 @@ impl HubSpotClient {
         *self.history.write().unwrap_or_else(|e| e.into_inner()) = list;
     }
 
+    /// Whether reads by id ask for any property's history.
+    pub fn reads_history(&self) -> bool {
+        !self.history().is_empty()
+    }
+
     fn history(&self) -> Arc<Vec<String>> {
         self.history
             .read()
