@@ -13,6 +13,7 @@ pub mod fixtures;
 pub mod http;
 pub mod inspect;
 pub mod location;
+pub mod people;
 pub mod policy;
 pub mod reconcile;
 pub mod side;

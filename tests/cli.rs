@@ -243,8 +243,9 @@ async fn conflicts_list_shows_open_conflicts() {
         "{text}"
     );
     let json = tandem(&["conflicts", "list", "--json", "--config", config], &[]).await;
-    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 1);
+    let page: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["conflicts"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

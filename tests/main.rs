@@ -9,6 +9,7 @@ mod limits;
 mod mailchimp_tags;
 mod policy_cli;
 mod reload;
+mod resolve;
 mod scope;
 mod sims;
 mod support;

@@ -412,6 +412,73 @@ async fn a_write_rejected_too_often_becomes_a_dead_letter() {
     world.clock.advance(Duration::from_secs(3600));
     world.mailchimp.reject_emails(&[]);
     assert_eq!(world.pass(&engine).await.writes(), 0);
+
+    // A person retries it once the cause is fixed: it is sent, and audited.
+    let id = letters[0].id;
+    let retried = engine
+        .store()
+        .call(move |s| s.retry_dead_letter(id, "ops", 5))
+        .await
+        .unwrap();
+    assert!(retried);
+    let report = world.pass(&engine).await;
+    assert_eq!(report.created, [0, 1], "{report:?}");
+    assert_eq!(
+        world
+            .mailchimp_value("bounce@example.com", "FNAME")
+            .as_deref(),
+        Some("Bounce")
+    );
+    let audit = engine.store().call(|s| s.audit_log(100)).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "dead_letter_retried" && e.actor == "ops"),
+        "{audit:?}"
+    );
+    let again = engine
+        .store()
+        .call(move |s| s.retry_dead_letter(id, "ops", 6))
+        .await
+        .unwrap();
+    assert!(!again, "no dead letter with that id any more");
+}
+
+#[tokio::test]
+async fn a_discarded_dead_letter_is_not_sent() {
+    let world = World::new(
+        vec![contact("bounce@example.com", &[("firstname", "Bounce")])],
+        vec![],
+    )
+    .await;
+    world.mailchimp.reject_emails(&["bounce@example.com"]);
+    let engine = world.engine().await;
+    for _ in 0..world.config.engine.max_attempts {
+        world.pass(&engine).await;
+        world.clock.advance(Duration::from_secs(3600));
+    }
+    let letters = engine.store().call(|s| s.dead_letters()).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].op, "create");
+    assert_eq!(letters[0].payload["email_address"], "bounce@example.com");
+    let id = letters[0].id;
+    let discarded = engine
+        .store()
+        .call(move |s| s.discard_dead_letter(id, "ops", 5))
+        .await
+        .unwrap();
+    assert!(discarded);
+    world.mailchimp.reject_emails(&[]);
+    world.clock.advance(Duration::from_secs(3600));
+    let report = world.pass(&engine).await;
+    assert_eq!(report.writes(), 0, "{report:?}");
+    assert!(world.mailchimp.member("bounce@example.com").is_none());
+    let counts = engine
+        .store()
+        .call(|s| s.counts("hubspot-mailchimp"))
+        .await
+        .unwrap();
+    assert_eq!((counts.dead_letters, counts.pending_writes), (0, 0));
 }
 
 #[tokio::test]

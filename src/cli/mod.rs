@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+mod people;
 mod policy;
 
 use crate::config::{Config, DEFAULT_FILE};
@@ -53,7 +53,12 @@ enum Command {
     },
     /// Conflicts that no rule could settle.
     #[command(subcommand)]
-    Conflicts(ConflictsCommand),
+    Conflicts(people::ConflictsCommand),
+    /// Writes parked after too many failures: list, retry, discard.
+    #[command(subcommand, name = "deadletters")]
+    DeadLetters(people::DeadLettersCommand),
+    /// What the engine and people did, newest last.
+    Audit(people::AuditArgs),
     /// Check a policy, explain how it decides a record, preview a new version.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -98,21 +103,6 @@ pub struct DemoArgs {
     /// Seconds between the demo's own edits and between passes.
     #[arg(long, default_value_t = 3)]
     pub interval: u64,
-}
-
-#[derive(Debug, Subcommand)]
-enum ConflictsCommand {
-    /// List open conflicts.
-    List {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Include resolved conflicts.
-        #[arg(long)]
-        all: bool,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,9 +230,9 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Sync(args) => run_forever(&args.config.config).await,
         Command::Run(args) => run_forever(&args.config).await,
         Command::Status { config, json } => status(&config.config, json),
-        Command::Conflicts(ConflictsCommand::List { config, all, json }) => {
-            list_conflicts(&config.config, all, json)
-        }
+        Command::Conflicts(command) => people::conflicts(command),
+        Command::DeadLetters(command) => people::dead_letters(command),
+        Command::Audit(args) => people::audit(args),
         Command::Policy(command) => policy::run(command),
         Command::Sim(sim) => serve_sim(sim).await,
         Command::Bench(args) => crate::bench::run(args)
@@ -458,59 +448,6 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
         println!("  last poll        {left}: {}", ago(pair.last_poll[0]));
         println!("                   {right}: {}", ago(pair.last_poll[1]));
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn list_conflicts(path: &std::path::Path, all: bool, json: bool) -> Result<ExitCode, Failure> {
-    let config = Config::load(path).map_err(bad_input)?;
-    let store =
-        open_existing_store(&config.store_path).map_err(|e| bad_input(anyhow::anyhow!(e)))?;
-    let conflicts = store.conflicts(all)?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&conflicts).expect("conflicts serialize")
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    if conflicts.is_empty() {
-        println!("No {}conflicts.", if all { "" } else { "open " });
-        return Ok(ExitCode::SUCCESS);
-    }
-    let show = |v: &Value| match v {
-        Value::Null => "(empty)".to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let rows: Vec<[String; 8]> = conflicts
-        .iter()
-        .map(|c| {
-            let what = match c.kind.as_str() {
-                "ambiguous_match" => format!("{} (ambiguous match)", c.field),
-                _ => c.field.clone(),
-            };
-            [
-                c.id.to_string(),
-                c.key.clone(),
-                what,
-                show(&c.left),
-                show(&c.right),
-                c.base.as_ref().map_or("(none)".into(), |(l, _)| show(l)),
-                c.rule.clone(),
-                c.status.clone(),
-            ]
-        })
-        .collect();
-    let header = [
-        "ID", "RECORD", "FIELD", "LEFT", "RIGHT", "BASE", "RULE", "STATUS",
-    ]
-    .map(String::from);
-    print!("{}", table(&header, &rows));
-    println!(
-        "{} {}conflict(s).",
-        conflicts.len(),
-        if all { "" } else { "open " }
-    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -536,6 +536,7 @@ impl Engine {
         }
         if !shutdown.is_cancelled() {
             self.apply_new_version(policy, &mut report).await?;
+            self.apply_resolutions(policy, &mut report).await?;
         }
         report.timings.reconcile_ms = started.elapsed().as_millis() as u64;
         for side in Side::BOTH {
@@ -840,6 +841,64 @@ impl Engine {
             links = report.redecided,
             "The new policy version is applied to every link."
         );
+        Ok(())
+    }
+
+    /// Decide again, from the stored state, every link with a person's decision
+    /// waiting: its writes go to the outbox, or the decision is over. Links with
+    /// a staged record or a queued write wait for the normal flow, which sees
+    /// the decision as well.
+    async fn apply_resolutions(
+        &self,
+        policy: &Arc<Policy>,
+        report: &mut PairReport,
+    ) -> Result<(), StoreError> {
+        let (pair, policy_now) = (policy.name.clone(), policy.clone());
+        let changes = self
+            .store
+            .call(move |s| {
+                let busy = s.links_with_pending_writes(&pair)?;
+                let mut changes = Vec::new();
+                for id in s.links_with_pending_resolutions(&pair)? {
+                    if busy.contains(&id) {
+                        continue;
+                    }
+                    let Some(link) = s.link(id)? else { continue };
+                    let staged = Side::BOTH.into_iter().try_fold(false, |staged, side| {
+                        Ok::<_, StoreError>(
+                            staged
+                                || match link.id_on(side) {
+                                    Some(record) => {
+                                        s.inbox_find(&pair, side, Some(record), None)?.is_some()
+                                    }
+                                    None => false,
+                                },
+                        )
+                    })?;
+                    if staged {
+                        continue;
+                    }
+                    let item = Item {
+                        link: Some(s.link_state(link)?),
+                        ..Item::default()
+                    };
+                    if let Ok(change) = plan(&policy_now, &item) {
+                        changes.push(change);
+                    }
+                }
+                Ok(changes)
+            })
+            .await?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let (pair, now) = (policy.name.clone(), self.clock.now());
+        let applied = self
+            .store
+            .call(move |s| s.apply(&pair, &changes, &[], now))
+            .await?;
+        report.conflicts_opened += applied.conflicts_opened;
+        report.conflicts_closed += applied.conflicts_closed;
         Ok(())
     }
 

@@ -12,7 +12,9 @@ use serde_json::Value;
 use tandem_core::{FieldMap, Millis, Record, Standing, WriteOp};
 
 use crate::policy::{Action, Policy, Values};
-use crate::reconcile::{Base, ConflictKind, FieldConflict, SideView, create_values, reconcile};
+use crate::reconcile::{
+    Base, ConflictKind, FieldConflict, LinkPlan, SideView, create_values, reconcile,
+};
 use crate::side::Side;
 use crate::store::{Change, ConflictNote, LinkRef, LinkState, PlannedWrite};
 
@@ -189,6 +191,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
             conflicts: Vec::new(),
             settled: Vec::new(),
             new_key: None,
+            resolved: Vec::new(),
             reconciled: true,
             gone: None,
             restored,
@@ -231,6 +234,10 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 },
             ];
             let mut decided = reconcile(policy, base, views[0], views[1]);
+            let resolved = match &item.link {
+                Some(state) => with_resolutions(policy, state, &values, &mut decided),
+                None => Vec::new(),
+            };
             // A key moving onto one that another link holds is not written or agreed: a person decides.
             let moving_to = decided
                 .writes
@@ -331,6 +338,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                     .collect(),
                 settled: decided.settled,
                 new_key,
+                resolved,
                 reconciled: true,
                 gone: None,
                 restored,
@@ -388,6 +396,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 conflicts: vec![],
                 settled: vec![],
                 new_key: None,
+                resolved: Vec::new(),
                 reconciled: true,
                 gone: None,
                 restored,
@@ -395,6 +404,59 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
         }
         (None, None) => Err(Skip::NoKey),
     }
+}
+
+/// Put the decisions of people into a link's plan. A field a person decided is
+/// written to each side that does not hold the chosen value yet, and the
+/// decision is over once both do. A side edited again after the decision (it
+/// holds neither what the person saw nor the value chosen) supersedes it: that
+/// newer edit is decided by the policy like any other.
+fn with_resolutions(
+    policy: &Policy,
+    state: &LinkState,
+    values: &[Values; 2],
+    plan: &mut LinkPlan,
+) -> Vec<(String, bool)> {
+    let mut over = Vec::new();
+    for (name, pending) in &state.resolutions {
+        let Some(field) = policy.fields.iter().find(|f| &f.name == name) else {
+            over.push((name.clone(), false));
+            continue;
+        };
+        let current = values
+            .each_ref()
+            .map(|v| v.get(name).unwrap_or(&Value::Null));
+        let edited_since = Side::BOTH.into_iter().any(|side| {
+            let now = current[side as usize];
+            now != &pending.seen[side as usize] && now != &pending.value
+        });
+        if edited_since {
+            over.push((name.clone(), false));
+            continue;
+        }
+        for writes in &mut plan.writes {
+            writes.remove(name);
+        }
+        plan.agreed.remove(name);
+        plan.conflicts.retain(|c| &c.field != name);
+        plan.settled.retain(|f| f != name);
+        let mut writing = false;
+        for side in Side::BOTH {
+            if current[side as usize] != &pending.value && !field.readonly(side) {
+                plan.writes[side as usize].insert(name.clone(), pending.value.clone());
+                writing = true;
+            }
+        }
+        if writing {
+            plan.reasons.insert(name.clone(), "resolved by a person");
+        } else {
+            plan.agreed
+                .insert(name.clone(), (current[0].clone(), current[1].clone()));
+            plan.settled.push(name.clone());
+            over.push((name.clone(), true));
+        }
+    }
+    over
 }
 
 /// Write a standing mark into `path` on `side`: into the write already going
@@ -463,6 +525,7 @@ fn archived(policy: &Policy, state: &LinkState, side: Side, record: &Record) -> 
         conflicts: Vec::new(),
         settled: Vec::new(),
         new_key: None,
+        resolved: Vec::new(),
         reconciled: true,
         gone: Some(side),
         restored: None,
@@ -520,6 +583,7 @@ fn ambiguous_match(policy: &Policy, item: &Item, owner: i64) -> Change {
         }],
         settled: Vec::new(),
         new_key: None,
+        resolved: Vec::new(),
         reconciled: false,
         gone: None,
         restored: None,

@@ -395,6 +395,44 @@ pub fn merge_text(base: &str, left: Option<&str>, right: Option<&str>) -> Option
     (merged.chars().count() == expected).then_some(merged)
 }
 
+/// A merge to propose to a person for two text edits that overlap: the text
+/// with the left side's version of the words both edited, then the right side's,
+/// and everything else as both edits left it. Where the edits do not overlap it
+/// is the clean merge.
+pub fn propose_text_merge(base: &str, left: &str, right: &str) -> String {
+    if let Some(merged) = merge_text(base, Some(left), Some(right)) {
+        return merged;
+    }
+    let chars = |t: &str| t.chars().collect::<Vec<_>>();
+    let (base_chars, left_chars, right_chars) = (chars(base), chars(left), chars(right));
+    let (a, b) = (
+        edited_range(&base_chars, &left_chars),
+        edited_range(&base_chars, &right_chars),
+    );
+    // The part both edited, widened to whole words of the base.
+    let (mut start, mut end) = (a.0.min(b.0), a.1.max(b.1));
+    while start > 0 && !base_chars[start - 1].is_whitespace() {
+        start -= 1;
+    }
+    while end < base_chars.len() && !base_chars[end].is_whitespace() {
+        end += 1;
+    }
+    let region = |new: &[char]| -> String {
+        new[start..new.len() - (base_chars.len() - end)]
+            .iter()
+            .collect()
+    };
+    let (ours, theirs) = (region(&left_chars), region(&right_chars));
+    let middle = match (ours.trim().is_empty(), theirs.trim().is_empty()) {
+        (true, _) => theirs,
+        (_, true) => ours,
+        _ => format!("{ours} / {theirs}"),
+    };
+    let prefix: String = base_chars[..start].iter().collect();
+    let suffix: String = base_chars[end..].iter().collect();
+    format!("{prefix}{middle}{suffix}")
+}
+
 /// What kind of thing a person must settle.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConflictKind {

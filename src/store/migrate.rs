@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_policy_versions.sql"),
     include_str!("migrations/0003_field_times.sql"),
+    include_str!("migrations/0004_resolutions.sql"),
 ];
 
 /// The schema version this build brings a store to.

@@ -6,6 +6,7 @@
 //! instant leaves either all of a step or none of it.
 
 mod migrate;
+mod people;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -17,6 +18,11 @@ use tandem_core::{FieldMap, Hint, Millis, Record, Standing, WriteOp};
 
 use crate::reconcile::{Base, ConflictKind, FieldBase, FieldConflict};
 use crate::side::Side;
+
+pub use people::{
+    AuditEntry, AuditFilter, Choice, ConflictFilter, ConflictPage, ConflictRow, DeadLetter,
+    PendingResolution, ResolveError, SessionRow,
+};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +99,8 @@ pub struct LinkState {
     pub base: Base,
     /// Last seen versions by side (left, right).
     pub snapshots: [Option<Snapshot>; 2],
+    /// Decisions of people not yet seen through, by canonical field.
+    pub resolutions: BTreeMap<String, PendingResolution>,
 }
 
 /// A pulled record waiting to be reconciled.
@@ -173,6 +181,9 @@ pub struct Change {
     pub settled: Vec<String>,
     /// The link's new key, when both sides now agree on a changed one.
     pub new_key: Option<String>,
+    /// Fields whose decision by a person is over: `true` once both sides hold
+    /// the value chosen, `false` when a side was edited again before that.
+    pub resolved: Vec<(String, bool)>,
 }
 
 /// What applying changes did.
@@ -245,54 +256,6 @@ pub enum Finish {
     },
 }
 
-/// An open or resolved conflict, for listing.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ConflictRow {
-    /// Row id.
-    pub id: i64,
-    /// The pair.
-    pub pair: String,
-    /// The match key of the record.
-    pub key: String,
-    /// The field.
-    pub field: String,
-    /// `field`, or `ambiguous_match` when two records would link to one key.
-    pub kind: String,
-    /// For an ambiguous match: the other record (`side`, `record`) and the contested `key`.
-    pub detail: Option<Value>,
-    /// The base, if there was one (left, right).
-    pub base: Option<(Value, Value)>,
-    /// The left value.
-    pub left: Value,
-    /// The right value.
-    pub right: Value,
-    /// The rule that gave up.
-    pub rule: String,
-    /// Why.
-    pub reason: String,
-    /// `open` or `resolved`.
-    pub status: String,
-    /// When it was opened.
-    pub opened_at: Millis,
-}
-
-/// A write parked after too many failures.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DeadLetter {
-    /// Outbox row id.
-    pub id: i64,
-    /// The pair.
-    pub pair: String,
-    /// The side written.
-    pub side: Side,
-    /// The record's match key.
-    pub key: String,
-    /// Failed attempts.
-    pub attempts: u32,
-    /// The last error.
-    pub error: String,
-}
-
 /// A version of a pair's policy file, activated or refused.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PolicyVersion {
@@ -338,25 +301,6 @@ pub struct NewPolicyVersion {
     pub paths: [Vec<String>; 2],
     /// Sides whose cursor is dropped on activation, so that every record is read again.
     pub reread: Vec<Side>,
-}
-
-/// One row of the audit log.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AuditEntry {
-    /// When.
-    pub at: Millis,
-    /// Who: `engine`, or a person.
-    pub actor: String,
-    /// What: `link`, `create`, `update`, `conflict_opened`, `conflict_closed`, `dead_letter`.
-    pub action: String,
-    /// The pair.
-    pub pair: Option<String>,
-    /// The link concerned.
-    pub link: Option<i64>,
-    /// The side written, if one was.
-    pub side: Option<String>,
-    /// Details of the action.
-    pub detail: Value,
 }
 
 /// Counts of one pair's state.
@@ -757,6 +701,17 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The link with this id.
+    pub fn link(&self, id: i64) -> Result<Option<Link>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT id, match_key, left_id, right_id, left_gone_at, right_gone_at FROM links WHERE id = ?1",
+            )?
+            .query_row([id], read_link)
+            .optional()?)
+    }
+
     /// A link with its base and last seen versions.
     pub fn link_state(&self, link: Link) -> Result<LinkState> {
         let mut base = Base::new();
@@ -803,10 +758,12 @@ impl Store {
                 changed_at: from_json(&changed_at)?,
             });
         }
+        let resolutions = self.pending_resolutions(link.id)?;
         Ok(LinkState {
             link,
             base,
             snapshots,
+            resolutions,
         })
     }
 
@@ -962,82 +919,6 @@ impl Store {
 
     // ---- reading for people ----------------------------------------------
 
-    /// Conflicts of every pair, open ones only unless `all`.
-    pub fn conflicts(&self, all: bool) -> Result<Vec<ConflictRow>> {
-        let mut statement = self.conn.prepare(
-            "SELECT c.id, c.pair, l.match_key, c.field, c.kind, c.detail, c.base_left, c.base_right,
-                    c.left_value, c.right_value, c.rule, c.reason, c.status, c.opened_at
-             FROM conflicts c JOIN links l ON l.id = c.link_id
-             WHERE ?1 OR c.status = 'open' ORDER BY c.opened_at, c.id",
-        )?;
-        let json = |text: Option<String>| text.map(|t| from_json::<Value>(&t)).transpose();
-        let rows = statement.query_map([all], |r| {
-            // JSON columns are read as text here and parsed below, where errors can say so.
-            let row = ConflictRow {
-                id: r.get(0)?,
-                pair: r.get(1)?,
-                key: r.get(2)?,
-                field: r.get(3)?,
-                kind: r.get(4)?,
-                detail: None,
-                base: None,
-                left: Value::Null,
-                right: Value::Null,
-                rule: r.get(10)?,
-                reason: r.get(11)?,
-                status: r.get(12)?,
-                opened_at: r.get(13)?,
-            };
-            let texts: [Option<String>; 5] =
-                [r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?];
-            Ok((row, texts))
-        })?;
-        rows.map(|row| {
-            let (row, [detail, base_left, base_right, left, right]) = row?;
-            let base = match (json(base_left)?, json(base_right)?) {
-                (Some(l), Some(r)) => Some((l, r)),
-                _ => None,
-            };
-            Ok(ConflictRow {
-                detail: json(detail)?,
-                base,
-                left: json(left)?.unwrap_or(Value::Null),
-                right: json(right)?.unwrap_or(Value::Null),
-                ..row
-            })
-        })
-        .collect()
-    }
-
-    /// Writes parked as dead letters, every pair.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        let mut statement = self.conn.prepare(
-            "SELECT id, pair, side, match_key, attempts, COALESCE(last_error, '') FROM outbox WHERE status = 'dead' ORDER BY id",
-        )?;
-        let rows = statement.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, u32>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (id, pair, side, key, attempts, error) = row?;
-            Ok(DeadLetter {
-                id,
-                pair,
-                side: parse_side(&side)?,
-                key,
-                attempts,
-                error,
-            })
-        })
-        .collect()
-    }
-
     /// When each side's cursor last moved (a successful poll), by side.
     pub fn last_polls(&self, pair: &str) -> Result<[Option<Millis>; 2]> {
         let mut polls = [None, None];
@@ -1070,38 +951,6 @@ impl Store {
             dead_letters: count("SELECT COUNT(*) FROM outbox WHERE pair = ?1 AND status = 'dead'")?,
             inbox: count("SELECT COUNT(*) FROM inbox WHERE pair = ?1")?,
         })
-    }
-
-    /// The newest `limit` audit rows, oldest first.
-    pub fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
-        let mut statement = self.conn.prepare(
-            "SELECT at, actor, action, pair, link_id, side, detail FROM audit ORDER BY id DESC LIMIT ?1",
-        )?;
-        let rows = statement.query_map([limit as i64], |r| {
-            Ok((
-                AuditEntry {
-                    at: r.get(0)?,
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    pair: r.get(3)?,
-                    link: r.get(4)?,
-                    side: r.get(5)?,
-                    detail: Value::Null,
-                },
-                r.get::<_, String>(6)?,
-            ))
-        })?;
-        let mut out = rows
-            .map(|row| {
-                let (entry, detail) = row?;
-                Ok(AuditEntry {
-                    detail: from_json(&detail)?,
-                    ..entry
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.reverse();
-        Ok(out)
     }
 }
 
@@ -1342,6 +1191,26 @@ fn apply_change(
     }
     if let Some(key) = &change.new_key {
         set_link_key(tx, pair, link, key, now)?;
+    }
+    for (field, applied) in &change.resolved {
+        let outcome = if *applied { "applied" } else { "superseded" };
+        let done = tx
+            .prepare_cached(
+                "UPDATE conflicts SET applied_at = ?3, outcome = ?4, updated_at = ?3
+                 WHERE link_id = ?1 AND field = ?2 AND chosen IS NOT NULL AND applied_at IS NULL",
+            )?
+            .execute(params![link, field, now, outcome])?;
+        if done > 0 {
+            audit(
+                tx,
+                now,
+                &format!("resolution_{outcome}"),
+                pair,
+                Some(link),
+                None,
+                &serde_json::json!({ "field": field }),
+            )?;
+        }
     }
     for field in &change.settled {
         let closed = tx
@@ -1758,6 +1627,7 @@ mod tests {
             conflicts: vec![],
             settled: vec![],
             new_key: None,
+            resolved: vec![],
         };
         let dated = record(
             "Ada",
