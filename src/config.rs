@@ -43,6 +43,19 @@ struct RawStore {
 struct RawHttp {
     listen: Spanned<String>,
     public_url: Option<Spanned<String>>,
+    session_hours: Option<u64>,
+    #[serde(default)]
+    users: Vec<Spanned<RawUser>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: Spanned<String>,
+    role: Spanned<String>,
+    password_hash: Option<Spanned<String>>,
+    password_hash_env: Option<Spanned<String>>,
+    password_hash_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -219,15 +232,55 @@ impl Default for EngineSettings {
     }
 }
 
-/// The engine's HTTP listener, for webhooks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The engine's HTTP listener: webhooks, and the web page and API for people.
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpSettings {
     /// Where to listen.
     pub listen: std::net::SocketAddr,
     /// The address the vendors call (`https://sync.example.com`): HubSpot signs the
     /// full URL it calls, which behind a proxy is not the local one.
     pub public_url: String,
+    /// How long a sign-in to the web page and API lasts.
+    pub session: Duration,
+    /// People who may sign in. Without any, the web page and API are not served.
+    pub users: Vec<UserSettings>,
 }
+
+/// A person who may sign in to the web page and the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSettings {
+    /// The name to sign in with.
+    pub name: String,
+    /// `admin`, `support` or `viewer`.
+    pub role: String,
+    /// Where the password's Argon2 hash (a PHC string) comes from.
+    pub password_hash: PasswordHash,
+}
+
+/// Where a password hash comes from: the config itself, or a secret source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PasswordHash {
+    /// Written in the config (a hash is not a secret the way a password is).
+    Inline(String),
+    /// An environment variable or a file.
+    Secret(Credential),
+}
+
+impl PasswordHash {
+    /// The PHC string.
+    pub fn read(&self) -> Result<String, Located> {
+        match self {
+            PasswordHash::Inline(hash) => Ok(hash.clone()),
+            PasswordHash::Secret(credential) => {
+                use secrecy::ExposeSecret;
+                Ok(credential.read()?.expose_secret().to_string())
+            }
+        }
+    }
+}
+
+/// The roles of people, from most to least allowed.
+pub const ROLES: [&str; 3] = ["admin", "support", "viewer"];
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -555,7 +608,69 @@ impl Config {
                 Some(url) => url.get_ref().trim_end_matches('/').to_string(),
                 None => format!("http://{listen}"),
             };
-            Some(HttpSettings { listen, public_url })
+            let mut users = Vec::new();
+            for spanned in &h.users {
+                let user = spanned.get_ref();
+                let name = user.name.get_ref().trim().to_string();
+                let prefix = format!("http.users `{name}`");
+                if name.is_empty() {
+                    problems.push(at(user.name.span(), "http.users: a user needs a name".into()));
+                }
+                if users.iter().any(|u: &UserSettings| u.name == name) {
+                    problems.push(at(user.name.span(), format!("{prefix}: listed twice")));
+                }
+                let role = user.role.get_ref().clone();
+                if !ROLES.contains(&role.as_str()) {
+                    problems.push(
+                        at(user.role.span(), format!("{prefix}: unknown role `{role}`"))
+                            .hint("roles: admin, support, viewer"),
+                    );
+                }
+                let secret = |setting: &str, spanned: &Spanned<String>, source| Credential {
+                    setting: format!("http.users.{name}.{setting}"),
+                    at: at(spanned.span(), String::new()),
+                    source,
+                };
+                let hash = match (&user.password_hash, &user.password_hash_env, &user.password_hash_file) {
+                    (Some(hash), None, None) => Some(PasswordHash::Inline(hash.get_ref().clone())),
+                    (None, Some(env), None) => Some(PasswordHash::Secret(secret(
+                        "password_hash_env",
+                        env,
+                        CredentialSource::Env(env.get_ref().clone()),
+                    ))),
+                    (None, None, Some(file)) => Some(PasswordHash::Secret(secret(
+                        "password_hash_file",
+                        file,
+                        CredentialSource::File(relative(file.get_ref())),
+                    ))),
+                    (None, None, None) => {
+                        problems.push(at(spanned.span(), format!("{prefix}: no password hash")).hint(
+                            "add password_hash = \"$argon2id$...\" (from `tandem hash-password`), or password_hash_env / password_hash_file",
+                        ));
+                        None
+                    }
+                    _ => {
+                        problems.push(at(spanned.span(), format!(
+                            "{prefix}: set one of password_hash, password_hash_env, password_hash_file"
+                        )));
+                        None
+                    }
+                };
+                if let Some(PasswordHash::Inline(hash)) = &hash
+                    && !hash.starts_with("$argon2")
+                {
+                    problems.push(
+                        at(user.password_hash.as_ref().map_or(spanned.span(), |h| h.span()),
+                            format!("{prefix}: password_hash is not an Argon2 hash"))
+                        .hint("never put a password here: run `tandem hash-password` and paste what it prints"),
+                    );
+                }
+                if let Some(password_hash) = hash {
+                    users.push(UserSettings { name, role, password_hash });
+                }
+            }
+            let session = Duration::from_secs(h.session_hours.unwrap_or(12).clamp(1, 24 * 30) * 3600);
+            Some(HttpSettings { listen, public_url, session, users })
         });
         if raw.pairs.get_ref().is_empty() {
             problems.push(

@@ -43,7 +43,8 @@ pub struct Workspace {
     pub webhooks: Option<WebhookSetup>,
 }
 
-/// The webhook listener of a workspace and the secrets the simulators sign with.
+/// The HTTP listener of a workspace: the secrets the simulators sign their
+/// webhooks with, and the people who may sign in to the API.
 pub struct WebhookSetup {
     /// The listener's address; its URL is also the public one.
     pub listen: std::net::SocketAddr,
@@ -51,6 +52,8 @@ pub struct WebhookSetup {
     pub hubspot_secret: String,
     /// The secret in Mailchimp's webhook URL.
     pub mailchimp_secret: String,
+    /// People who may sign in: name, role and password.
+    pub people: Vec<(String, String, String)>,
 }
 
 impl WebhookSetup {
@@ -61,7 +64,20 @@ impl WebhookSetup {
             listen,
             hubspot_secret: secret("hubspot"),
             mailchimp_secret: secret("mailchimp"),
+            people: Vec::new(),
         }
+    }
+
+    /// One person of each role, with throwaway passwords.
+    pub fn with_people(self) -> Self {
+        let people = crate::config::ROLES
+            .iter()
+            .map(|role| {
+                let password = format!("{role}-{:012x}", fastrand::u64(..1 << 48));
+                (role.to_string(), role.to_string(), password)
+            })
+            .collect();
+        WebhookSetup { people, ..self }
     }
 
     /// The listener's base URL.
@@ -112,9 +128,17 @@ pub fn write_workspace(dir: &Path, workspace: &Workspace) -> anyhow::Result<Path
                 "client_secret_file = \"hubspot.secret\"\n".to_string(),
                 "webhook_secret_file = \"mailchimp.secret\"\n".to_string(),
                 format!(
-                    "\n[http]\nlisten = \"{}\"\npublic_url = \"{}\"\n",
+                    "\n[http]\nlisten = \"{}\"\npublic_url = \"{}\"\n{}",
                     setup.listen,
-                    setup.base_url()
+                    setup.base_url(),
+                    setup
+                        .people
+                        .iter()
+                        .map(|(name, role, password)| format!(
+                            "\n[[http.users]]\nname = \"{name}\"\nrole = \"{role}\"\npassword_hash = \"{}\"\n",
+                            crate::http::auth::hash_password_cheaply(password)
+                        ))
+                        .collect::<String>()
                 ),
             )
         }
@@ -178,7 +202,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let webhooks = listener
         .as_ref()
-        .map(|l| l.local_addr().map(WebhookSetup::on))
+        .map(|l| l.local_addr().map(|a| WebhookSetup::on(a).with_people()))
         .transpose()?;
     let workspace = Workspace {
         hubspot_url: hubspot.clone().spawn().await?,
@@ -247,6 +271,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 setup.base_url(),
                 args.interval
             );
+            println!(
+                "The API for people is at {0}/api (described at {0}/api/openapi.json). Sign in with\n  curl -c cookies -H 'content-type: application/json' -d '{{\"name\": \"support\", \"password\": \"...\"}}' {0}/api/session",
+                setup.base_url()
+            );
+            for (name, role, password) in &setup.people {
+                println!("  {role:<8} name {name:<8} password {password}");
+            }
         }
     }
     let editor = tokio::spawn(edit_forever(

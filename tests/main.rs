@@ -1,6 +1,7 @@
 //! tandem's one integration test binary: the engine, the connectors and the
 //! command line against the simulators, through real HTTP on loopback.
 
+mod api;
 mod cli;
 mod connectors;
 mod deletes;

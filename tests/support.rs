@@ -203,6 +203,21 @@ impl World {
         assert_eq!(response.status(), 200);
     }
 
+    /// The workspace of these simulators, with this listener.
+    fn workspace(&self, poll_interval_secs: u64, listener: WebhookSetup) -> Workspace {
+        Workspace {
+            hubspot_url: self.hubspot_url.clone(),
+            hubspot_token: HubSpotSimConfig::default().token,
+            mailchimp_url: self.mailchimp_url.clone(),
+            mailchimp_key: MailchimpSimConfig::default().api_key,
+            list_id: MailchimpSimConfig::default().list_id,
+            poll_interval_secs,
+            overlap_secs: 0,
+            hubspot_limits: ("off".into(), "off".into()),
+            webhooks: Some(listener),
+        }
+    }
+
     /// Turn on webhooks: the engine listens on a loopback port with the vendors'
     /// secrets, and both simulators send to it. Polling then runs only at start.
     /// Returns the engine (its run loop started on `shutdown`), the listener and both senders.
@@ -212,17 +227,7 @@ impl World {
     ) -> Webhooked {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let setup = WebhookSetup::on(listener.local_addr().unwrap());
-        let workspace = Workspace {
-            hubspot_url: self.hubspot_url.clone(),
-            hubspot_token: HubSpotSimConfig::default().token,
-            mailchimp_url: self.mailchimp_url.clone(),
-            mailchimp_key: MailchimpSimConfig::default().api_key,
-            list_id: MailchimpSimConfig::default().list_id,
-            poll_interval_secs: 3600,
-            overlap_secs: 0,
-            hubspot_limits: ("off".into(), "off".into()),
-            webhooks: Some(setup),
-        };
+        let workspace = self.workspace(3600, setup);
         self.config = Config::load(&write_workspace(self.dir.path(), &workspace).unwrap()).unwrap();
         let setup = workspace.webhooks.expect("set above");
         let engine = std::sync::Arc::new(self.engine().await);
@@ -238,6 +243,31 @@ impl World {
             hubspot_secret: setup.hubspot_secret,
             hubspot,
             mailchimp,
+        }
+    }
+
+    /// Serve the API for people on a loopback port: one person of each role
+    /// (named after it), no run loop (the test runs passes). Returns the engine
+    /// and the people with their passwords.
+    pub async fn with_people(&mut self, shutdown: &tokio_util::sync::CancellationToken) -> People {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let setup = WebhookSetup::on(listener.local_addr().unwrap()).with_people();
+        let base = setup.base_url();
+        let passwords = setup
+            .people
+            .iter()
+            .map(|(name, _, password)| (name.clone(), password.clone()))
+            .collect();
+        let workspace = self.workspace(3600, setup);
+        self.config = Config::load(&write_workspace(self.dir.path(), &workspace).unwrap()).unwrap();
+        let engine = std::sync::Arc::new(self.engine().await);
+        let intake = tandem::http::Intake::new(&self.config, engine.clone()).unwrap();
+        assert!(intake.serves_people());
+        tokio::spawn(intake.serve(listener, shutdown.clone()));
+        People {
+            engine,
+            base,
+            passwords,
         }
     }
 
@@ -261,6 +291,14 @@ pub struct Webhooked {
     pub hubspot_secret: String,
     pub hubspot: tandem_core::sim::Webhooks,
     pub mailchimp: tandem_core::sim::Webhooks,
+}
+
+/// A world whose API for people is served.
+pub struct People {
+    pub engine: std::sync::Arc<tandem::engine::Engine>,
+    pub base: String,
+    /// Password by user name; each user is named after their role.
+    pub passwords: std::collections::BTreeMap<String, String>,
 }
 
 /// Wait (up to ten seconds) until `done` holds.

@@ -67,6 +67,9 @@ enum Command {
     Sim(SimCommand),
     /// Measure a backfill between the simulators: records per second and peak memory.
     Bench(crate::bench::BenchArgs),
+    /// Read a password from standard input and print its Argon2id hash, for
+    /// `password_hash` of a user under [[http.users]].
+    HashPassword,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +238,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Audit(args) => people::audit(args),
         Command::Policy(command) => policy::run(command),
         Command::Sim(sim) => serve_sim(sim).await,
+        Command::HashPassword => hash_password(),
         Command::Bench(args) => crate::bench::run(args)
             .await
             .map(|()| ExitCode::SUCCESS)
@@ -448,6 +452,23 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
         println!("  last poll        {left}: {}", ago(pair.last_poll[0]));
         println!("                   {right}: {}", ago(pair.last_poll[1]));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hash_password() -> Result<ExitCode, Failure> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        eprintln!("Password (the line is not hidden; pipe it in to keep it off the screen):");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < 12 {
+        return Err(bad_input(anyhow::anyhow!(
+            "the password is shorter than 12 characters"
+        )));
+    }
+    println!("{}", crate::http::auth::hash_password(password));
     Ok(ExitCode::SUCCESS)
 }
 

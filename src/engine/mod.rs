@@ -297,6 +297,11 @@ impl Engine {
         self.pairs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Requests made and throttled so far by the connector of this name.
+    pub fn traffic(&self, connector: &str) -> Option<TrafficStats> {
+        self.connectors.get(connector).map(|c| c.traffic())
+    }
+
     /// The store, for reading state.
     pub fn store(&self) -> &StoreHandle {
         &self.store
@@ -799,12 +804,8 @@ impl Engine {
                         if busy.contains(&link.id) {
                             continue;
                         }
-                        for side in Side::BOTH {
-                            if let Some(id) = link.id_on(side)
-                                && s.inbox_find(&pair, side, Some(id), None)?.is_some()
-                            {
-                                continue 'links;
-                            }
+                        if s.link_is_staged(&pair, &link)? {
+                            continue 'links;
                         }
                         let item = Item {
                             link: Some(s.link_state(link)?),
@@ -825,13 +826,7 @@ impl Engine {
             let Some(last) = last else { break };
             after = last;
             report.redecided += changes.len();
-            let (pair, now) = (policy.name.clone(), self.clock.now());
-            let applied = self
-                .store
-                .call(move |s| s.apply(&pair, &changes, &[], now))
-                .await?;
-            report.conflicts_opened += applied.conflicts_opened;
-            report.conflicts_closed += applied.conflicts_closed;
+            self.apply_decided(policy, changes, report).await?;
         }
         let now = self.clock.now();
         self.store
@@ -864,18 +859,7 @@ impl Engine {
                         continue;
                     }
                     let Some(link) = s.link(id)? else { continue };
-                    let staged = Side::BOTH.into_iter().try_fold(false, |staged, side| {
-                        Ok::<_, StoreError>(
-                            staged
-                                || match link.id_on(side) {
-                                    Some(record) => {
-                                        s.inbox_find(&pair, side, Some(record), None)?.is_some()
-                                    }
-                                    None => false,
-                                },
-                        )
-                    })?;
-                    if staged {
+                    if s.link_is_staged(&pair, &link)? {
                         continue;
                     }
                     let item = Item {
@@ -892,6 +876,16 @@ impl Engine {
         if changes.is_empty() {
             return Ok(());
         }
+        self.apply_decided(policy, changes, report).await
+    }
+
+    /// Apply decisions made from the stored state (no inbox row is consumed).
+    async fn apply_decided(
+        &self,
+        policy: &Policy,
+        changes: Vec<Change>,
+        report: &mut PairReport,
+    ) -> Result<(), StoreError> {
         let (pair, now) = (policy.name.clone(), self.clock.now());
         let applied = self
             .store

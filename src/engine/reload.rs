@@ -119,6 +119,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Look at the policy files on the next pass however recently they were
+    /// looked at: one was just saved.
+    pub async fn recheck_policies(&self) {
+        if let Some(watch) = &self.watch {
+            watch.state.lock().await.last_check = None;
+        }
+    }
+
     /// Look at the policy files (at most once a second): activate a changed valid
     /// one, refuse and report a changed invalid one.
     pub(super) async fn reload_policies(&self) -> Result<(), StoreError> {

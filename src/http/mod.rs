@@ -1,5 +1,6 @@
-//! The engine's HTTP listener: webhook intake and a health check. The only
-//! engine module that knows axum.
+//! The engine's HTTP listener: webhook intake, a health check, and for people
+//! the JSON API (`api`) behind sign-in (`auth`). The only engine module that
+//! knows axum.
 //!
 //! A webhook is verified, its hints are recorded, and it is answered at once;
 //! the run loop then fetches the records and reconciles them (a webhook is a
@@ -24,6 +25,63 @@ use crate::config::{Config, ConnectorSettings};
 use crate::engine::Engine;
 use crate::location::Located;
 
+pub mod api;
+pub mod auth;
+pub mod error;
+
+/// What the API serves from: the engine, the people who may sign in, and
+/// where each pair's policy file is.
+pub struct App {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The configuration.
+    pub config: Config,
+    /// People who may sign in.
+    pub users: Arc<auth::Users>,
+    /// Sign-in attempts allowed.
+    pub limits: auth::SignInLimits,
+    /// How long a session lasts.
+    pub session: std::time::Duration,
+    /// Whether cookies are sent over HTTPS only (when the public URL is https).
+    pub secure_cookies: bool,
+    /// Each pair's policy file.
+    pub policy_files: BTreeMap<String, std::path::PathBuf>,
+}
+
+impl App {
+    /// The API of `engine`, if the configuration names people who may sign in.
+    pub fn new(config: &Config, engine: Arc<Engine>) -> Result<Option<App>, Located> {
+        let Some(http) = &config.http else {
+            return Ok(None);
+        };
+        if http.users.is_empty() {
+            return Ok(None);
+        }
+        let users = auth::Users::new(http, &config.file)?;
+        let policy_files = engine
+            .policies()
+            .iter()
+            .map(|p| (p.name.clone(), p.file.clone()))
+            .collect();
+        Ok(Some(App {
+            engine,
+            config: config.clone(),
+            users: Arc::new(users),
+            limits: auth::SignInLimits::new(),
+            session: http.session,
+            secure_cookies: http.public_url.starts_with("https://"),
+            policy_files,
+        }))
+    }
+
+    /// The routes.
+    pub fn router(self: Arc<Self>) -> Router {
+        api::router()
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self)
+    }
+}
+
 /// The largest webhook body accepted; HubSpot batches at most 100 small events.
 pub const MAX_BODY: usize = 1 << 20;
 
@@ -37,6 +95,7 @@ pub struct Intake {
     engine: Arc<Engine>,
     public_url: String,
     verifiers: BTreeMap<String, Verifier>,
+    app: Option<Arc<App>>,
 }
 
 impl Intake {
@@ -76,10 +135,12 @@ impl Intake {
             .as_ref()
             .map(|h| h.public_url.clone())
             .unwrap_or_default();
+        let app = App::new(config, engine.clone())?.map(Arc::new);
         Ok(Intake {
             engine,
             public_url,
             verifiers,
+            app,
         })
     }
 
@@ -91,13 +152,23 @@ impl Intake {
             .collect()
     }
 
+    /// Whether the API for people is served (the configuration names users).
+    pub fn serves_people(&self) -> bool {
+        self.app.is_some()
+    }
+
     /// The routes.
     pub fn router(self: Arc<Self>) -> Router {
-        Router::new()
+        let app = self.app.clone();
+        let intake = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/webhooks/{connector}", get(validate).post(receive))
             .layer(DefaultBodyLimit::max(MAX_BODY))
-            .with_state(self)
+            .with_state(self);
+        match app {
+            Some(app) => intake.merge(app.router()),
+            None => intake,
+        }
     }
 
     /// Serve until `shutdown` fires.

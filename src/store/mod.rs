@@ -316,6 +316,8 @@ pub struct Counts {
     pub dead_letters: u64,
     /// Records pulled and not yet reconciled.
     pub inbox: u64,
+    /// Links with no open conflict and no queued or dead write.
+    pub in_sync: u64,
 }
 
 /// The state store.
@@ -712,6 +714,18 @@ impl Store {
             .optional()?)
     }
 
+    /// Whether a record of this link waits in the inbox on either side.
+    pub fn link_is_staged(&self, pair: &str, link: &Link) -> Result<bool> {
+        for side in Side::BOTH {
+            if let Some(id) = link.id_on(side)
+                && self.inbox_find(pair, side, Some(id), None)?.is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// A link with its base and last seen versions.
     pub fn link_state(&self, link: Link) -> Result<LinkState> {
         let mut base = Base::new();
@@ -950,6 +964,11 @@ impl Store {
             )?,
             dead_letters: count("SELECT COUNT(*) FROM outbox WHERE pair = ?1 AND status = 'dead'")?,
             inbox: count("SELECT COUNT(*) FROM inbox WHERE pair = ?1")?,
+            in_sync: count(
+                "SELECT COUNT(*) FROM links l WHERE l.pair = ?1
+                   AND NOT EXISTS (SELECT 1 FROM conflicts c WHERE c.link_id = l.id AND c.status = 'open')
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.link_id = l.id)",
+            )?,
         })
     }
 }
