@@ -842,7 +842,8 @@ impl Engine {
     /// Decide again, from the stored state, every link with a person's decision
     /// waiting: its writes go to the outbox, or the decision is over. Links with
     /// a staged record or a queued write wait for the normal flow, which sees
-    /// the decision as well.
+    /// the decision as well; links with a dead letter wait until it is retried
+    /// or discarded.
     async fn apply_resolutions(
         &self,
         policy: &Arc<Policy>,
@@ -852,7 +853,8 @@ impl Engine {
         let changes = self
             .store
             .call(move |s| {
-                let busy = s.links_with_pending_writes(&pair)?;
+                // A dead letter waits for a person too: deciding again would only revive it.
+                let busy = s.links_with_writes(&pair)?;
                 let mut changes = Vec::new();
                 for id in s.links_with_pending_resolutions(&pair)? {
                     if busy.contains(&id) {
