@@ -796,7 +796,7 @@ impl Engine {
             let (changes, last) = self
                 .store
                 .call(move |s| {
-                    let busy = s.links_with_pending_writes(&pair)?;
+                    let busy = s.links_with_writes(&pair, false)?;
                     let links = s.links_after(&pair, after, CHUNK)?;
                     let last = links.last().map(|l| l.id);
                     let mut changes = Vec::new();
@@ -853,10 +853,14 @@ impl Engine {
         let changes = self
             .store
             .call(move |s| {
+                let waiting = s.links_with_pending_resolutions(&pair)?;
+                if waiting.is_empty() {
+                    return Ok(Vec::new());
+                }
                 // A dead letter waits for a person too: deciding again would only revive it.
-                let busy = s.links_with_writes(&pair)?;
+                let busy = s.links_with_writes(&pair, true)?;
                 let mut changes = Vec::new();
-                for id in s.links_with_pending_resolutions(&pair)? {
+                for id in waiting {
                     if busy.contains(&id) {
                         continue;
                     }

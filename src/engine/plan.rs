@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use tandem_core::{FieldMap, Millis, Record, Standing, WriteOp};
 
-use crate::policy::{Action, Policy, Values};
+use crate::policy::{Action, Policy, Rule, Values};
 use crate::reconcile::{
     Base, ConflictKind, FieldConflict, LinkPlan, SideView, create_values, reconcile,
 };
@@ -74,15 +74,16 @@ pub fn needs_dates(policy: &Policy, item: &Item, side: Side) -> bool {
             .and_then(|s| s.fields.get(path));
         fresh[side as usize].fields.get(path) != seen
     };
-    policy.history_paths(side).iter().any(|path| {
-        !fresh[side as usize].changed_at.contains_key(path.as_str())
-            && changed(side, path)
-            && policy
-                .fields
-                .iter()
-                .find(|f| f.path(side) == path)
-                .is_some_and(|f| changed(side.other(), f.path(side.other())))
-    })
+    policy
+        .fields
+        .iter()
+        .filter(|f| matches!(f.rule, Rule::Newest { .. }))
+        .any(|f| {
+            let path = f.path(side);
+            !fresh[side as usize].changed_at.contains_key(path)
+                && changed(side, path)
+                && changed(side.other(), f.path(side.other()))
+        })
 }
 
 /// Decide what to do with an item.

@@ -276,7 +276,8 @@ impl Engine {
     }
 
     /// The active policy of a pair.
-    pub(super) fn policy_named(&self, pair: &str) -> Option<Arc<Policy>> {
+    /// The active policy of the pair of this name.
+    pub fn policy_named(&self, pair: &str) -> Option<Arc<Policy>> {
         self.policies().into_iter().find(|p| p.name == pair)
     }
 

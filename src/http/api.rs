@@ -459,9 +459,7 @@ async fn preview_policy(
     let new = compile(&app, &pair, &body.source)?;
     let active = app
         .engine
-        .policies()
-        .into_iter()
-        .find(|p| p.name == pair)
+        .policy_named(&pair)
         .ok_or_else(|| ApiError::NotFound(format!("no pair `{pair}`")))?;
     Ok(Json(
         app.engine

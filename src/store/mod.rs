@@ -481,21 +481,16 @@ impl Store {
         Ok(())
     }
 
-    /// Links of a pair with a write in the outbox, queued or dead.
-    pub fn links_with_writes(&self, pair: &str) -> Result<std::collections::HashSet<i64>> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT DISTINCT link_id FROM outbox WHERE pair = ?1")?;
-        let rows = statement.query_map([pair], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Links of a pair with a write waiting in the outbox.
-    pub fn links_with_pending_writes(&self, pair: &str) -> Result<std::collections::HashSet<i64>> {
+    /// Links of a pair with a write in the outbox: queued ones, and dead ones too if `dead`.
+    pub fn links_with_writes(
+        &self,
+        pair: &str,
+        dead: bool,
+    ) -> Result<std::collections::HashSet<i64>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT DISTINCT link_id FROM outbox WHERE pair = ?1 AND status = 'pending'",
+            "SELECT DISTINCT link_id FROM outbox WHERE pair = ?1 AND (?2 OR status = 'pending')",
         )?;
-        let rows = statement.query_map([pair], |r| r.get(0))?;
+        let rows = statement.query_map(params![pair, dead], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

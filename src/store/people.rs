@@ -304,6 +304,16 @@ fn finish_conflict((row, texts): (ConflictRow, [Option<String>; 6])) -> Result<C
     })
 }
 
+fn conflict_by_id(conn: &rusqlite::Connection, id: i64) -> Result<Option<ConflictRow>> {
+    let sql = format!(
+        "SELECT {CONFLICT_COLUMNS} FROM conflicts c JOIN links l ON l.id = c.link_id WHERE c.id = ?1"
+    );
+    conn.query_row(&sql, [id], read_conflict)
+        .optional()?
+        .map(finish_conflict)
+        .transpose()
+}
+
 /// A SQL condition and its parameters for a conflict filter.
 fn conflict_where(filter: &ConflictFilter) -> (String, Vec<Box<dyn ToSql>>) {
     let mut clauses = Vec::new();
@@ -387,14 +397,7 @@ impl Store {
 
     /// One conflict.
     pub fn conflict(&self, id: i64) -> Result<Option<ConflictRow>> {
-        let sql = format!(
-            "SELECT {CONFLICT_COLUMNS} FROM conflicts c JOIN links l ON l.id = c.link_id WHERE c.id = ?1"
-        );
-        self.conn
-            .query_row(&sql, [id], read_conflict)
-            .optional()?
-            .map(finish_conflict)
-            .transpose()
+        conflict_by_id(&self.conn, id)
     }
 
     /// Record a person's decision on an open field conflict: `value` is the
@@ -410,13 +413,7 @@ impl Store {
         now: Millis,
     ) -> std::result::Result<ConflictRow, ResolveError> {
         let tx = self.conn.transaction()?;
-        let row = {
-            let sql = format!(
-                "SELECT {CONFLICT_COLUMNS} FROM conflicts c JOIN links l ON l.id = c.link_id WHERE c.id = ?1"
-            );
-            let found = tx.query_row(&sql, [id], read_conflict).optional()?;
-            finish_conflict(found.ok_or(ResolveError::NotFound(id))?)?
-        };
+        let row = conflict_by_id(&tx, id)?.ok_or(ResolveError::NotFound(id))?;
         if row.status != "open" {
             return Err(ResolveError::NotOpen(id));
         }

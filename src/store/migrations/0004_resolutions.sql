@@ -8,7 +8,7 @@ ALTER TABLE conflicts ADD COLUMN seen_left TEXT;
 ALTER TABLE conflicts ADD COLUMN seen_right TEXT;
 ALTER TABLE conflicts ADD COLUMN applied_at INTEGER;
 ALTER TABLE conflicts ADD COLUMN outcome TEXT;
-CREATE INDEX conflicts_pending ON conflicts (pair, link_id)
+CREATE INDEX conflicts_pending ON conflicts (link_id)
     WHERE chosen IS NOT NULL AND applied_at IS NULL;
 
 -- People signed in to the web page. The cookie holds a random token; only its
