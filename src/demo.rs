@@ -272,7 +272,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 args.interval
             );
             println!(
-                "The API for people is at {0}/api (described at {0}/api/openapi.json). Sign in with\n  curl -c cookies -H 'content-type: application/json' -d '{{\"name\": \"support\", \"password\": \"...\"}}' {0}/api/session",
+                "Conflicts, dead letters, audit log, health and policies: open {0}/ in a browser.\nThe same as JSON under {0}/api (described at {0}/api/openapi.json). Sign in as:",
                 setup.base_url()
             );
             for (name, role, password) in &setup.people {

@@ -148,12 +148,30 @@ pub fn resolve_matching(
         offset: None,
         ..filter.clone()
     };
+    let ids: Vec<i64> = store
+        .find_conflicts(&filter)?
+        .conflicts
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    resolve_each(store, &ids, choice, who, now)
+}
+
+/// Settle each of the conflicts `ids` as `who` chose. One the choice does not
+/// fit, or that is not open, is left as it is and named.
+pub fn resolve_each(
+    store: &mut Store,
+    ids: &[i64],
+    choice: &Choice,
+    who: &str,
+    now: Millis,
+) -> Result<BulkOutcome, crate::store::StoreError> {
     let mut outcome = BulkOutcome::default();
-    for conflict in store.find_conflicts(&filter)?.conflicts {
-        match resolve(store, conflict.id, choice, who, now) {
-            Ok(_) => outcome.resolved.push(conflict.id),
+    for &id in ids {
+        match resolve(store, id, choice, who, now) {
+            Ok(_) => outcome.resolved.push(id),
             Err(ResolveError::Store(e)) => return Err(e),
-            Err(e) => outcome.failed.push((conflict.id, e.to_string())),
+            Err(e) => outcome.failed.push((id, e.to_string())),
         }
     }
     Ok(outcome)

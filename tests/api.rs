@@ -5,38 +5,10 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use crate::support::{People, World, contact, member};
+use crate::support::{People, served_with_a_conflict as served};
 
 const ADA: &str = "ada@example.com";
-const GRACE: &str = "grace@example.com";
-
-/// Ada and Grace linked; both sides changed Ada's company: one open conflict.
-async fn served() -> (World, People, CancellationToken) {
-    let mut world = World::new(
-        vec![
-            contact(ADA, &[("firstname", "Ada"), ("company", "Analytical")]),
-            contact(GRACE, &[("firstname", "Grace"), ("company", "Navy")]),
-        ],
-        vec![
-            member(ADA, &[("FNAME", "Ada"), ("COMPANY", "Analytical")]),
-            member(GRACE, &[("FNAME", "Grace"), ("COMPANY", "Navy")]),
-        ],
-    )
-    .await;
-    let shutdown = CancellationToken::new();
-    let people = world.with_people(&shutdown).await;
-    world.pass(&people.engine).await;
-    world.later();
-    world.hubspot.edit(ADA, &[("company", "Babbage & Co")]);
-    world
-        .mailchimp
-        .edit(ADA, &[("COMPANY", "Analytical Engines")]);
-    let report = world.pass(&people.engine).await;
-    assert_eq!(report.conflicts_opened, 1, "{report:?}");
-    (world, people, shutdown)
-}
 
 /// A signed-in client: its cookie and CSRF token.
 struct Session {

@@ -287,8 +287,16 @@ async fn the_continuous_demo_shows_changes_and_stops_cleanly_on_ctrl_c() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut page = None;
+    let mut support = None;
     let flowed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split_once(": open ") {
+                page = rest.1.split_whitespace().next().map(str::to_string);
+            }
+            if line.trim_start().starts_with("support ") {
+                support = line.split_whitespace().last().map(str::to_string);
+            }
             if line.contains("hubspot -> mailchimp: ")
                 && !line.contains("-> mailchimp: 0 updated, 0 created")
             {
@@ -300,6 +308,39 @@ async fn the_continuous_demo_shows_changes_and_stops_cleanly_on_ctrl_c() {
     .await
     .expect("a change flows within a minute");
     assert!(flowed.contains("mailchimp -> hubspot: "), "{flowed}");
+
+    // The printed page and sign-in work, and the page shows the demo's conflicts.
+    let page = page.expect("the demo prints its web page");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = http
+        .post(format!("{page}sign-in"))
+        .form(&[
+            ("name", "support"),
+            ("password", &support.expect("a sign-in for support")),
+            ("next", "/conflicts"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.headers()["location"], "/conflicts");
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let html = http
+        .get(format!("{page}conflicts"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows = html.matches("<tr class=\"row\"").count();
+    assert!(
+        rows >= 20,
+        "the demo opens 20 conflicts; the page shows {rows}"
+    );
 
     let pid = child.id().unwrap().to_string();
     assert!(

@@ -2,6 +2,7 @@
 //! command line against the simulators, through real HTTP on loopback.
 
 mod api;
+mod browser;
 mod cli;
 mod connectors;
 mod deletes;
@@ -16,4 +17,5 @@ mod sims;
 mod support;
 mod sync;
 mod tidy;
+mod web;
 mod webhooks;

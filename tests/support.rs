@@ -301,6 +301,48 @@ pub struct People {
     pub passwords: std::collections::BTreeMap<String, String>,
 }
 
+/// Ada and Grace linked and served to people (see [`World::with_people`]); both
+/// sides then changed Ada's company, from Analytical to Babbage & Co in HubSpot
+/// and to Analytical Engines in Mailchimp: one open conflict.
+pub async fn served_with_a_conflict() -> (World, People, tokio_util::sync::CancellationToken) {
+    let mut world = World::new(
+        vec![
+            contact(
+                "ada@example.com",
+                &[("firstname", "Ada"), ("company", "Analytical")],
+            ),
+            contact(
+                "grace@example.com",
+                &[("firstname", "Grace"), ("company", "Navy")],
+            ),
+        ],
+        vec![
+            member(
+                "ada@example.com",
+                &[("FNAME", "Ada"), ("COMPANY", "Analytical")],
+            ),
+            member(
+                "grace@example.com",
+                &[("FNAME", "Grace"), ("COMPANY", "Navy")],
+            ),
+        ],
+    )
+    .await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let people = world.with_people(&shutdown).await;
+    world.pass(&people.engine).await;
+    world.later();
+    world
+        .hubspot
+        .edit("ada@example.com", &[("company", "Babbage & Co")]);
+    world
+        .mailchimp
+        .edit("ada@example.com", &[("COMPANY", "Analytical Engines")]);
+    let report = world.pass(&people.engine).await;
+    assert_eq!(report.conflicts_opened, 1, "{report:?}");
+    (world, people, shutdown)
+}
+
 /// Wait (up to ten seconds) until `done` holds.
 pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let started = std::time::Instant::now();

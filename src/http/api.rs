@@ -13,7 +13,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
-use serde_json::Value;
 use utoipa::OpenApi;
 
 use super::App;
@@ -150,7 +149,7 @@ async fn sign_out(
 async fn status(
     State(app): State<Arc<App>>,
     ApiPerson(person): ApiPerson,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Status>, ApiError> {
     person.require(Role::Viewer)?;
     Ok(Json(app.status().await?))
 }
@@ -268,7 +267,8 @@ async fn retry_dead_letter(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     person.require(Role::Support)?;
-    settle_dead_letter(&app, id, &person.user, true).await
+    app.settle_dead_letter(id, &person.user, true).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Drop a dead letter: its write is not made.
@@ -280,32 +280,8 @@ async fn discard_dead_letter(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     person.require(Role::Admin)?;
-    settle_dead_letter(&app, id, &person.user, false).await
-}
-
-async fn settle_dead_letter(
-    app: &App,
-    id: i64,
-    who: &str,
-    retry: bool,
-) -> Result<StatusCode, ApiError> {
-    let (who, now) = (who.to_string(), app.engine.clock().now());
-    let done = app
-        .engine
-        .store()
-        .call(move |s| {
-            if retry {
-                s.retry_dead_letter(id, &who, now)
-            } else {
-                s.discard_dead_letter(id, &who, now)
-            }
-        })
-        .await?;
-    if done {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!("no dead letter {id}")))
-    }
+    app.settle_dead_letter(id, &person.user, false).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The audit log, newest first; page back with `before`.
@@ -358,7 +334,7 @@ pub struct Validated {
 }
 
 impl Validated {
-    fn of(policy: &Policy) -> Validated {
+    pub(super) fn of(policy: &Policy) -> Validated {
         Validated {
             pair: policy.name.clone(),
             fields: policy.fields.len(),
@@ -393,14 +369,14 @@ async fn get_policy(
     Ok(Json(policy_info(&app, &pair)?))
 }
 
-fn policy_file(app: &App, pair: &str) -> Result<PathBuf, ApiError> {
+pub(super) fn policy_file(app: &App, pair: &str) -> Result<PathBuf, ApiError> {
     app.policy_files
         .get(pair)
         .cloned()
         .ok_or_else(|| ApiError::NotFound(format!("no pair `{pair}`")))
 }
 
-fn policy_info(app: &App, pair: &str) -> Result<PolicyInfo, ApiError> {
+pub(super) fn policy_info(app: &App, pair: &str) -> Result<PolicyInfo, ApiError> {
     let file = policy_file(app, pair)?;
     let source = std::fs::read_to_string(&file)
         .map_err(|e| ApiError::Internal(format!("reading {}: {e}", file.display())))?;
@@ -412,7 +388,7 @@ fn policy_info(app: &App, pair: &str) -> Result<PolicyInfo, ApiError> {
 }
 
 /// Compile `source` as the pair's policy: every problem, located, or the policy.
-fn compile(app: &App, pair: &str, source: &str) -> Result<Policy, ApiError> {
+pub(super) fn compile(app: &App, pair: &str, source: &str) -> Result<Policy, ApiError> {
     let file = policy_file(app, pair)?;
     let schemas = crate::engine::ConfigSchemas(&app.config);
     let policy = policy::compile(&file, source, &schemas)
@@ -457,16 +433,7 @@ async fn preview_policy(
 ) -> Result<Json<crate::inspect::Preview>, ApiError> {
     person.require(Role::Admin)?;
     let new = compile(&app, &pair, &body.source)?;
-    let active = app
-        .engine
-        .policy_named(&pair)
-        .ok_or_else(|| ApiError::NotFound(format!("no pair `{pair}`")))?;
-    Ok(Json(
-        app.engine
-            .store()
-            .call(move |s| crate::inspect::preview(s, &active, &new))
-            .await?,
-    ))
+    Ok(Json(app.preview_policy(new).await?))
 }
 
 /// Save a policy text to the pair's file if it compiles; the engine activates
@@ -480,23 +447,9 @@ async fn save_policy(
     Json(body): Json<PolicySource>,
 ) -> Result<Json<Validated>, ApiError> {
     person.require(Role::Admin)?;
-    let policy = compile(&app, &pair, &body.source)?;
-    let file = policy_file(&app, &pair)?;
-    let saved = file.with_extension("toml.saving");
-    std::fs::write(&saved, &body.source)
-        .and_then(|()| std::fs::rename(&saved, &file))
-        .map_err(|e| ApiError::Internal(format!("writing {}: {e}", file.display())))?;
-    let detail = serde_json::json!({
-        "file": file.display().to_string(),
-        "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body.source.as_bytes())),
-    });
-    let (who, now, pair_name) = (person.user.clone(), app.engine.clock().now(), pair.clone());
-    app.engine
-        .store()
-        .call(move |s| s.audit_person(&who, "policy_saved", Some(&pair_name), &detail, now))
-        .await?;
-    app.engine.recheck_policies().await;
-    Ok(Json(Validated::of(&policy)))
+    Ok(Json(
+        app.save_policy(&person.user, &pair, &body.source).await?,
+    ))
 }
 
 impl App {
@@ -563,7 +516,7 @@ impl App {
     }
 
     /// Per pair: counts, polls and lag, API requests, the active policy.
-    pub async fn status(&self) -> Result<Value, ApiError> {
+    pub async fn status(&self) -> Result<Status, ApiError> {
         let now = self.engine.clock().now();
         let mut pairs = Vec::new();
         for policy in self.engine.policies() {
@@ -579,34 +532,147 @@ impl App {
                     ))
                 })
                 .await?;
-            let connectors: Vec<Value> = [&policy.left, &policy.right]
+            let connectors = [&policy.left, &policy.right]
                 .into_iter()
                 .zip(polls)
                 .map(|(name, poll)| {
                     let traffic = self.engine.traffic(name);
-                    serde_json::json!({
-                        "name": name,
-                        "last_poll": poll,
-                        "lag_seconds": poll.map(|at| (now - at).max(0) / 1000),
-                        "requests": traffic.map(|t| t.requests),
-                        "throttled": traffic.map(|t| t.throttled),
-                    })
+                    ConnectorStatus {
+                        name: name.clone(),
+                        last_poll: poll,
+                        lag_seconds: poll.map(|at| (now - at).max(0) / 1000),
+                        requests: traffic.map(|t| t.requests),
+                        throttled: traffic.map(|t| t.throttled),
+                    }
                 })
                 .collect();
-            pairs.push(serde_json::json!({
-                "pair": policy.name,
-                "links": counts.links,
-                "in_sync": counts.in_sync,
-                "open_conflicts": counts.open_conflicts,
-                "queued_writes": counts.pending_writes,
-                "dead_letters": counts.dead_letters,
-                "staged": counts.inbox,
-                "connectors": connectors,
-                "policy": version,
-            }));
+            pairs.push(PairStatus {
+                pair: policy.name.clone(),
+                links: counts.links,
+                in_sync: counts.in_sync,
+                open_conflicts: counts.open_conflicts,
+                queued_writes: counts.pending_writes,
+                dead_letters: counts.dead_letters,
+                staged: counts.inbox,
+                connectors,
+                policy: version,
+            });
         }
-        Ok(serde_json::json!({ "now": now, "pairs": pairs }))
+        Ok(Status { now, pairs })
     }
+
+    /// Retry (`retry`) or discard a dead letter as `who`; 404 if there is none `id`.
+    pub async fn settle_dead_letter(
+        &self,
+        id: i64,
+        who: &str,
+        retry: bool,
+    ) -> Result<(), ApiError> {
+        let (who, now) = (who.to_string(), self.engine.clock().now());
+        let done = self
+            .engine
+            .store()
+            .call(move |s| {
+                if retry {
+                    s.retry_dead_letter(id, &who, now)
+                } else {
+                    s.discard_dead_letter(id, &who, now)
+                }
+            })
+            .await?;
+        if done {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!("no dead letter #{id}")))
+        }
+    }
+
+    /// What a compiled policy would do differently from its pair's active one.
+    pub async fn preview_policy(&self, new: Policy) -> Result<crate::inspect::Preview, ApiError> {
+        let active = self
+            .engine
+            .policy_named(&new.name)
+            .ok_or_else(|| ApiError::NotFound(format!("no pair `{}`", new.name)))?;
+        Ok(self
+            .engine
+            .store()
+            .call(move |s| crate::inspect::preview(s, &active, &new))
+            .await?)
+    }
+
+    /// Save a policy text to the pair's file if it compiles, audit it as `who`'s,
+    /// and have the engine look at it now.
+    pub async fn save_policy(
+        &self,
+        who: &str,
+        pair: &str,
+        source: &str,
+    ) -> Result<Validated, ApiError> {
+        let policy = compile(self, pair, source)?;
+        let file = policy_file(self, pair)?;
+        let saved = file.with_extension("toml.saving");
+        std::fs::write(&saved, source)
+            .and_then(|()| std::fs::rename(&saved, &file))
+            .map_err(|e| ApiError::Internal(format!("writing {}: {e}", file.display())))?;
+        let detail = serde_json::json!({
+            "file": file.display().to_string(),
+            "sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(source.as_bytes())),
+        });
+        let (who, now, pair_name) = (who.to_string(), self.engine.clock().now(), pair.to_string());
+        self.engine
+            .store()
+            .call(move |s| s.audit_person(&who, "policy_saved", Some(&pair_name), &detail, now))
+            .await?;
+        self.engine.recheck_policies().await;
+        Ok(Validated::of(&policy))
+    }
+}
+
+/// What `GET /api/status` answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    /// The engine's clock, ms since the epoch.
+    pub now: i64,
+    /// Each pair.
+    pub pairs: Vec<PairStatus>,
+}
+
+/// One pair's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PairStatus {
+    /// The pair.
+    pub pair: String,
+    /// Linked records.
+    pub links: u64,
+    /// Links with no open conflict and no queued or dead write.
+    pub in_sync: u64,
+    /// Conflicts waiting for a person.
+    pub open_conflicts: u64,
+    /// Writes waiting in the outbox.
+    pub queued_writes: u64,
+    /// Writes parked after too many failures.
+    pub dead_letters: u64,
+    /// Records read and not yet reconciled.
+    pub staged: u64,
+    /// The two connectors, left then right.
+    pub connectors: Vec<ConnectorStatus>,
+    /// The active policy version.
+    pub policy: Option<crate::store::PolicyVersion>,
+}
+
+/// One connector's polls and traffic.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectorStatus {
+    /// The connector.
+    pub name: String,
+    /// When its last full poll finished.
+    pub last_poll: Option<i64>,
+    /// Seconds since then.
+    pub lag_seconds: Option<i64>,
+    /// API requests sent since start.
+    pub requests: Option<u64>,
+    /// Answers that throttled (429) since start.
+    pub throttled: Option<u64>,
 }
 
 impl IntoResponse for SessionInfo {

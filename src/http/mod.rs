@@ -1,5 +1,5 @@
 //! The engine's HTTP listener: webhook intake, a health check, and for people
-//! the JSON API (`api`) behind sign-in (`auth`). The only engine module that
+//! the JSON API (`api`) and the web page (`web`) behind sign-in (`auth`). The only engine module that
 //! knows axum.
 //!
 //! A webhook is verified, its hints are recorded, and it is answered at once;
@@ -28,6 +28,7 @@ use crate::location::Located;
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod web;
 
 /// What the API serves from: the engine, the people who may sign in, and
 /// where each pair's policy file is.
@@ -77,6 +78,7 @@ impl App {
     /// The routes.
     pub fn router(self: Arc<Self>) -> Router {
         api::router()
+            .merge(web::router())
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)
     }

@@ -400,6 +400,18 @@ impl Store {
         conflict_by_id(&self.conn, id)
     }
 
+    /// The open conflict after `id` in the queue's order (oldest first), or
+    /// the first open one when `id` is the last; `None` when none is open but `id`.
+    pub fn next_open_conflict(&self, id: i64) -> Result<Option<i64>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT c.id FROM conflicts c, conflicts here
+             WHERE here.id = ?1 AND c.status = 'open' AND c.id != ?1
+             ORDER BY (c.opened_at, c.id) <= (here.opened_at, here.id), c.opened_at, c.id
+             LIMIT 1",
+        )?;
+        Ok(statement.query_row(params![id], |r| r.get(0)).optional()?)
+    }
+
     /// Record a person's decision on an open field conflict: `value` is the
     /// canonical value chosen. Nothing is written to either system here: the
     /// engine writes the value through the outbox on its next pass, and moves
