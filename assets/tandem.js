@@ -43,7 +43,7 @@
     var row = currentRow();
     if (event.key === "j" || event.key === "k") {
       move(event.key === "j" ? 1 : -1);
-    } else if (event.key === "Enter" && row) {
+    } else if (event.key === "Enter" && row && event.target === document.body) {
       window.location.href = row.getAttribute("data-href");
     } else if (event.key === "x" && row) {
       var box = row.querySelector("input[type=checkbox]");

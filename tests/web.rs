@@ -503,5 +503,20 @@ async fn health_dead_letters_and_the_policy_editor_say_what_is_wrong() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(location, "/policies/hubspot-mailchimp?done=saved");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), shipped);
+
+    // A save that fails on disk keeps the admin's text on the page.
+    std::fs::create_dir(file.with_extension("toml.saving")).unwrap();
+    let edited = shipped.replacen("whoever edited last wins", "the later edit wins", 1);
+    assert_ne!(edited, shipped);
+    let (status, _, html) = admin
+        .post(
+            "/policies/hubspot-mailchimp",
+            &[("action", "save"), ("source", &edited)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(html.contains("It could not be saved"), "{html}");
+    assert!(html.contains("# Names: the later edit wins."), "{html}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), shipped);
     let _ = world;
 }

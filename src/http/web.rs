@@ -421,8 +421,10 @@ struct SignInForm {
 }
 
 /// A form posted from another site carries its own `Origin`; refuse it, so
-/// that nobody is signed in to someone else's session unawares.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// that nobody is signed in to someone else's session unawares. The page's
+/// own origin is the host it was asked for, or the configured public URL's
+/// (behind a proxy that changes the host).
+fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -430,9 +432,15 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    origin
-        .split_once("://")
-        .is_some_and(|(_, authority)| authority == host)
+    let public = public_url.trim_end_matches('/');
+    let public = public.split_once("://").map_or(public, |(scheme, rest)| {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        &public[..scheme.len() + 3 + authority_end]
+    });
+    origin == public
+        || origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority == host)
 }
 
 async fn sign_in(
@@ -441,7 +449,12 @@ async fn sign_in(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> PageResult {
-    if !same_origin(&headers) {
+    let public_url = app
+        .config
+        .http
+        .as_ref()
+        .map_or("", |h| h.public_url.as_str());
+    if !same_origin(&headers, public_url) {
         return Err(ApiError::Forbidden("sign in from this site's own page".into()).into());
     }
     let next = safe_next(form.next.as_deref());
@@ -1233,6 +1246,7 @@ struct PolicyPage {
     listing: Vec<SourceLine>,
     validated: Option<Validated>,
     preview: Option<PreviewView>,
+    failure: Option<String>,
 }
 
 async fn policy_page(
@@ -1252,6 +1266,7 @@ async fn policy_page(
         listing: Vec::new(),
         validated: None,
         preview: None,
+        failure: None,
     };
     render(StatusCode::OK, &page)
 }
@@ -1284,6 +1299,7 @@ async fn policy_action(
         listing: Vec::new(),
         validated: None,
         preview: None,
+        failure: None,
     };
     let compiled = match form.action.as_str() {
         "save" => app
@@ -1324,7 +1340,18 @@ async fn policy_action(
                 .collect();
             render(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
-        Err(other) => Err(other.into()),
+        Err(failure) => {
+            // The text stays on the page: nothing typed is lost.
+            let status = failure.status();
+            if let ApiError::Internal(why) = &failure {
+                tracing::error!(error = %why, "Saving a policy failed.");
+            }
+            page.failure = Some(match failure {
+                ApiError::Internal(_) => "It could not be saved; the engine's log says why.".into(),
+                other => other.to_string(),
+            });
+            render(status, &page)
+        }
     }
 }
 
@@ -1517,18 +1544,25 @@ mod tests {
         for elsewhere in ["//evil.example", "https://evil.example", "/\\evil", "x"] {
             assert_eq!(safe_next(Some(elsewhere)), "/conflicts", "{elsewhere}");
         }
+        let public = "https://sync.example.com/";
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
-        assert!(same_origin(&headers));
+        assert!(same_origin(&headers, public));
         headers.insert(
             header::ORIGIN,
             HeaderValue::from_static("http://127.0.0.1:8080"),
         );
-        assert!(same_origin(&headers));
+        assert!(same_origin(&headers, public));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://sync.example.com"),
+        );
+        assert!(same_origin(&headers, public), "behind a proxy");
         headers.insert(
             header::ORIGIN,
             HeaderValue::from_static("https://evil.example"),
         );
-        assert!(!same_origin(&headers));
+        assert!(!same_origin(&headers, public));
+        assert!(!same_origin(&headers, ""));
     }
 }
