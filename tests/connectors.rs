@@ -1,6 +1,7 @@
 //! Connector behaviour against the simulators that the engine relies on:
 //! incremental polling survives HubSpot's lagging search index and its
-//! 10,000-result cap.
+//! 10,000-result cap, and Mailchimp's listing and archives of one window
+//! miss nothing changed between them.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -115,4 +116,66 @@ async fn more_than_10000_changed_contacts_are_all_read_past_the_search_cap() {
         ids.len()
     );
     assert_eq!(sim.stats().throttled, 0);
+}
+
+/// A Mailchimp incremental poll lists the members changed since the watermark,
+/// then the archived ones of the same window. A member changed between those
+/// two requests is in neither; the next poll must still see it, even with no
+/// overlap window.
+#[tokio::test]
+async fn a_member_changed_between_the_listing_and_its_archives_is_read_next_poll() {
+    use tandem_mailchimp::sim::{
+        MailchimpSim, Seed as AudienceSeed, SeedMember, SimConfig as AudienceConfig,
+    };
+    use tandem_mailchimp::{MailchimpClient, MailchimpConfig};
+    let config = AudienceConfig::default();
+    let (key, list) = (config.api_key.clone(), config.list_id.clone());
+    let sim = MailchimpSim::new(config);
+    let member = |email: &str| SeedMember {
+        email_address: email.into(),
+        status: Some("subscribed".into()),
+        merge_fields: Default::default(),
+        last_changed: Some("2026-03-01T09:00:00+00:00".into()),
+    };
+    sim.seed(AudienceSeed {
+        merge_fields: vec![],
+        members: vec![member("ada@example.com"), member("carol@example.com")],
+    })
+    .unwrap();
+    let url = sim.clone().spawn().await.unwrap();
+    let mut config = MailchimpConfig::new(url, SecretString::from(key), list);
+    config.overlap = Duration::ZERO;
+    let client = MailchimpClient::new(config).unwrap();
+    let mut cursor = None;
+    loop {
+        let page = client.poll(cursor.as_deref()).await.unwrap();
+        cursor = Some(page.cursor);
+        if !page.more {
+            break;
+        }
+    }
+
+    sim.advance_clock(Duration::from_secs(5));
+    sim.edit("ada@example.com", &[("FNAME", "Augusta")])
+        .unwrap();
+    let listing = client.poll(cursor.as_deref()).await.unwrap();
+    assert!(listing.more, "the archives of the window follow");
+    let emails = |page: &tandem_core::Page| -> Vec<String> {
+        page.records.iter().filter_map(|r| r.key.clone()).collect()
+    };
+    assert_eq!(emails(&listing), ["ada@example.com"]);
+    // Carol changes now; the archives are asked for a few seconds later.
+    sim.edit("carol@example.com", &[("FNAME", "Carol")])
+        .unwrap();
+    sim.advance_clock(Duration::from_secs(5));
+    let archives = client.poll(Some(&listing.cursor)).await.unwrap();
+    assert!(!archives.more);
+    assert!(emails(&archives).is_empty());
+
+    let next = client.poll(Some(&archives.cursor)).await.unwrap();
+    assert!(
+        emails(&next).contains(&"carol@example.com".to_string()),
+        "{:?}",
+        emails(&next)
+    );
 }

@@ -555,9 +555,11 @@ impl Connector for MailchimpClient {
             }
         };
         let (page, server_now) = self.page(since, offset, archived).await?;
-        // The first page fixes the watermark at the server's clock: anything changed
-        // after it is newer and is read by the next poll.
-        let newest = if offset == 0 {
+        // The first page of the listing fixes the watermark at the server's clock:
+        // anything changed after it is newer and is read by the next poll. Not the
+        // archives' first page: a member changed between the two requests is in
+        // neither, and a later watermark would put it out of the next poll's sight.
+        let newest = if offset == 0 && !archived {
             newest.max(server_now.unwrap_or_else(now_millis))
         } else {
             newest
