@@ -7,6 +7,7 @@ pub mod bench_decisions;
 pub mod bench_latency;
 pub mod cli;
 pub mod config;
+pub mod crash;
 pub mod demo;
 pub mod engine;
 pub mod fixtures;

@@ -5,6 +5,7 @@ mod api;
 mod browser;
 mod cli;
 mod connectors;
+mod crash;
 mod deletes;
 mod hubspot_history;
 mod limits;

@@ -481,6 +481,74 @@ async fn a_discarded_dead_letter_is_not_sent() {
     assert_eq!((counts.dead_letters, counts.pending_writes), (0, 0));
 }
 
+/// An update that reached HubSpot though its answer was lost (or the engine
+/// died before recording it) leaves its value there. When Mailchimp then
+/// changes the field again, that value is the echo of tandem's own write, not
+/// a HubSpot edit: the new Mailchimp value flows, and no conflict opens.
+#[tokio::test]
+async fn the_echo_of_an_unconfirmed_write_is_not_taken_for_an_edit() {
+    let world = World::new(
+        vec![contact(ADA, &[("company", "Analytical")])],
+        vec![member(ADA, &[("COMPANY", "Analytical")])],
+    )
+    .await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+
+    world.later();
+    world.mailchimp.edit(ADA, &[("COMPANY", "Babbage & Co")]);
+    world.hubspot.lose_answers(100);
+    let lost = world.pass(&engine).await;
+    assert_eq!((lost.updated, lost.deferred), ([0, 0], 1), "{lost:?}");
+    assert_eq!(
+        world.hubspot_value(ADA, "company").as_deref(),
+        Some("Babbage & Co"),
+        "the write landed"
+    );
+    world.hubspot.lose_answers(0);
+
+    // Company is `manual`: had HubSpot's value counted as an edit, this would be a conflict.
+    world.later();
+    world
+        .mailchimp
+        .edit(ADA, &[("COMPANY", "Analytical Engines")]);
+    world.clock.advance(Duration::from_secs(3600));
+    let next = world.pass(&engine).await;
+    assert_eq!(
+        (next.conflicts_opened, next.updated),
+        (0, [1, 0]),
+        "{next:?}"
+    );
+    assert_eq!(
+        world.hubspot_value(ADA, "company").as_deref(),
+        Some("Analytical Engines")
+    );
+    let quiet = world.pass(&engine).await;
+    assert_eq!((quiet.writes(), quiet.pending), (0, 0), "{quiet:?}");
+
+    // The same when nothing changes again: the echo becomes the base, nothing is written.
+    world.later();
+    world.mailchimp.edit(ADA, &[("COMPANY", "Engines Ltd")]);
+    world.hubspot.lose_answers(100);
+    world.pass(&engine).await;
+    world.hubspot.lose_answers(0);
+    world.later();
+    world.hubspot.edit(ADA, &[("firstname", "Ada")]);
+    world.clock.advance(Duration::from_secs(3600));
+    let settled = world.pass(&engine).await;
+    assert_eq!(settled.conflicts_opened, 0, "{settled:?}");
+    let counts = engine
+        .store()
+        .call(|s| s.counts("hubspot-mailchimp"))
+        .await
+        .unwrap();
+    assert_eq!((counts.open_conflicts, counts.pending_writes), (0, 0));
+    assert_eq!(
+        world.mailchimp_value(ADA, "COMPANY").as_deref(),
+        Some("Engines Ltd")
+    );
+}
+
 #[tokio::test]
 async fn a_create_whose_answer_was_lost_is_not_made_twice() {
     let world = World::new(

@@ -195,6 +195,10 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_filter), cli.log_format);
+    if let Err(error) = crate::crash::arm_from_env() {
+        eprintln!("error: {error}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -607,6 +607,7 @@ impl Engine {
             .await?;
         loop {
             let page = connector.poll(cursor.as_deref()).await?;
+            fail::fail_point!("pull-before-stage");
             report.pulled[side as usize] += page.records.len();
             let now = self.clock.now();
             let (pair2, next) = (pair.clone(), page.cursor.clone());
@@ -757,6 +758,7 @@ impl Engine {
                 .store
                 .call(move |s| s.apply(&pair, &changes, &consumed, now))
                 .await?;
+            fail::fail_point!("reconcile-after-apply");
             report.linked += linked;
             report.conflicts_opened += applied.conflicts_opened;
             report.conflicts_closed += applied.conflicts_closed;
@@ -930,7 +932,9 @@ impl Engine {
                 })
                 .collect();
             let now = self.clock.now();
-            let finishes: Vec<Finish> = match connector.apply(&writes).await {
+            let sent = connector.apply(&writes).await;
+            fail::fail_point!("flush-after-send");
+            let finishes: Vec<Finish> = match sent {
                 Err(error) if error.kind() == ErrorKind::Fatal => return Err(PullError::Connector(error)),
                 Err(error) => {
                     warn!(%side, error = %error, writes = rows.len(), "Writes put off.");
@@ -982,6 +986,7 @@ impl Engine {
             self.store
                 .call(move |s| s.finish(&pair, &finishes, now))
                 .await?;
+            fail::fail_point!("flush-after-finish");
             if shutdown.is_cancelled() {
                 return Ok(());
             }

@@ -13,7 +13,7 @@ use tandem_core::{FieldMap, Millis, Record, Standing, WriteOp};
 
 use crate::policy::{Action, Policy, Rule, Values};
 use crate::reconcile::{
-    Base, ConflictKind, FieldConflict, LinkPlan, SideView, create_values, reconcile,
+    Base, ConflictKind, FieldBase, FieldConflict, LinkPlan, SideView, create_values, reconcile,
 };
 use crate::side::Side;
 use crate::store::{Change, ConflictNote, LinkRef, LinkState, PlannedWrite};
@@ -221,7 +221,30 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 },
             };
             let empty = Base::new();
-            let base = item.link.as_ref().map_or(&empty, |s| &s.base);
+            let echoed = item
+                .link
+                .as_ref()
+                .map(|state| echoes(state, &values))
+                .unwrap_or_default();
+            let with_echoes;
+            let base = match &item.link {
+                None => &empty,
+                Some(state) if echoed.is_empty() => &state.base,
+                Some(state) => {
+                    let mut base = state.base.clone();
+                    for (field, left, right) in &echoed {
+                        base.insert(
+                            field.clone(),
+                            FieldBase {
+                                left: left.clone(),
+                                right: right.clone(),
+                            },
+                        );
+                    }
+                    with_echoes = base;
+                    &with_echoes
+                }
+            };
             let views = [
                 SideView {
                     values: &values[0],
@@ -235,6 +258,15 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                 },
             ];
             let mut decided = reconcile(policy, base, views[0], views[1]);
+            // An echo nothing else moved is agreement: it becomes the base.
+            for (field, left, right) in echoed {
+                let touched = decided.agreed.contains_key(&field)
+                    || decided.writes.iter().any(|w| w.contains_key(&field))
+                    || decided.conflicts.iter().any(|c| c.field == field);
+                if !touched {
+                    decided.agreed.insert(field, (left, right));
+                }
+            }
             let resolved = match &item.link {
                 Some(state) => with_resolutions(policy, state, &values, &mut decided),
                 None => Vec::new(),
@@ -589,6 +621,33 @@ fn ambiguous_match(policy: &Policy, item: &Item, owner: i64) -> Change {
         gone: None,
         restored: None,
     }
+}
+
+/// Fields that a queued, unconfirmed update already set on its side: the side
+/// holds exactly the value sent. Such a value is the echo of our write (it
+/// reached the system before a crash or a lost answer), so its base is what
+/// confirming the write would have made it: (left, right) as the written
+/// side holds it and as its source had it.
+pub fn echoes(state: &LinkState, values: &[Values; 2]) -> Vec<(String, Value, Value)> {
+    let mut out = Vec::new();
+    for side in Side::BOTH {
+        for (field, source) in &state.in_flight[side as usize] {
+            let held = values[side as usize].get(field).unwrap_or(&Value::Null);
+            let known = state.base.get(field);
+            let already = known.is_some_and(|b| match side {
+                Side::Left => &b.left == held,
+                Side::Right => &b.right == held,
+            });
+            if held != source || already {
+                continue;
+            }
+            out.push(match side {
+                Side::Left => (field.clone(), held.clone(), source.clone()),
+                Side::Right => (field.clone(), source.clone(), held.clone()),
+            });
+        }
+    }
+    out
 }
 
 /// The new base of each field a confirmed write carried: the source side's value,

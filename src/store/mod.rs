@@ -101,6 +101,10 @@ pub struct LinkState {
     pub snapshots: [Option<Snapshot>; 2],
     /// Decisions of people not yet seen through, by canonical field.
     pub resolutions: BTreeMap<String, PendingResolution>,
+    /// Canonical values of the update queued to each side (left, right) and
+    /// not confirmed yet: it may have reached the system before a crash or a
+    /// lost answer, and its echo is then ours, not an edit.
+    pub in_flight: [BTreeMap<String, Value>; 2],
 }
 
 /// A pulled record waiting to be reconciled.
@@ -777,11 +781,23 @@ impl Store {
             });
         }
         let resolutions = self.pending_resolutions(link.id)?;
+        let mut in_flight: [BTreeMap<String, Value>; 2] = Default::default();
+        let mut statement = self.conn.prepare_cached(
+            "SELECT side, fields FROM outbox WHERE link_id = ?1 AND status = 'pending' AND op = 'update'",
+        )?;
+        let rows = statement.query_map([link.id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (side, fields) = row?;
+            in_flight[parse_side(&side)? as usize] = from_json(&fields)?;
+        }
         Ok(LinkState {
             link,
             base,
             snapshots,
             resolutions,
+            in_flight,
         })
     }
 
@@ -931,6 +947,7 @@ impl Store {
                 }
             }
         }
+        fail::fail_point!("finish-before-commit");
         tx.commit()?;
         Ok(dead)
     }
