@@ -5,7 +5,6 @@ mod api;
 mod browser;
 mod cli;
 mod connectors;
-mod crash;
 mod deletes;
 mod hubspot_history;
 mod limits;

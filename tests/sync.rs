@@ -549,6 +549,55 @@ async fn the_echo_of_an_unconfirmed_write_is_not_taken_for_an_edit() {
     );
 }
 
+/// A merge is written to both sides. When one side confirms and the other
+/// refuses for a while, the side still holding its own text has not changed
+/// it: the merge must still reach it, and must not be undone, even when that
+/// record is read again for another edit in between.
+#[tokio::test]
+async fn a_merge_half_written_is_finished_not_undone() {
+    let notes = "Call Tuesday about renewal";
+    let world = World::new(
+        vec![contact(ADA, &[("company", notes)])],
+        vec![member(ADA, &[("COMPANY", notes)])],
+    )
+    .await;
+    let policy = world.dir.path().join("policies/hubspot-mailchimp.toml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    let merged_rule = text.replacen("rule = \"manual\"", "rule = \"text-merge\"", 1);
+    std::fs::write(&policy, merged_rule).unwrap();
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+
+    world.later();
+    world
+        .hubspot
+        .edit(ADA, &[("company", "Call Wednesday about renewal")]);
+    world
+        .mailchimp
+        .edit(ADA, &[("COMPANY", "Call Tuesday about renewal and upsell")]);
+    world.mailchimp.refuse_writes(100);
+    let half = world.pass(&engine).await;
+    assert_eq!((half.updated, half.deferred), ([1, 0], 1), "{half:?}");
+    let merged = "Call Wednesday about renewal and upsell";
+    assert_eq!(world.hubspot_value(ADA, "company").as_deref(), Some(merged));
+
+    // The subscriber changes their name: Mailchimp's record is read again.
+    world.later();
+    world.mailchimp.edit(ADA, &[("FNAME", "Ada")]);
+    world.mailchimp.refuse_writes(0);
+    world.clock.advance(Duration::from_secs(3600));
+    world.pass(&engine).await;
+    world.clock.advance(Duration::from_secs(3600));
+    world.pass(&engine).await;
+    assert_eq!(world.hubspot_value(ADA, "company").as_deref(), Some(merged));
+    assert_eq!(
+        world.mailchimp_value(ADA, "COMPANY").as_deref(),
+        Some(merged)
+    );
+    let quiet = world.pass(&engine).await;
+    assert_eq!((quiet.writes(), quiet.pending), (0, 0), "{quiet:?}");
+}
+
 #[tokio::test]
 async fn a_create_whose_answer_was_lost_is_not_made_twice() {
     let world = World::new(

@@ -224,7 +224,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
             let echoed = item
                 .link
                 .as_ref()
-                .map(|state| echoes(state, &values))
+                .map(|state| echoes(policy, state, &values))
                 .unwrap_or_default();
             let with_echoes;
             let base = match &item.link {
@@ -259,12 +259,42 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
             ];
             let mut decided = reconcile(policy, base, views[0], views[1]);
             // An echo nothing else moved is agreement: it becomes the base.
+            let touched = |decided: &LinkPlan, field: &str| {
+                decided.agreed.contains_key(field)
+                    || decided.writes.iter().any(|w| w.contains_key(field))
+                    || decided.conflicts.iter().any(|c| c.field == field)
+            };
+            let echoed_fields: BTreeSet<String> =
+                echoed.iter().map(|(f, _, _)| f.clone()).collect();
             for (field, left, right) in echoed {
-                let touched = decided.agreed.contains_key(&field)
-                    || decided.writes.iter().any(|w| w.contains_key(&field))
-                    || decided.conflicts.iter().any(|c| c.field == field);
-                if !touched {
+                if !touched(&decided, &field) {
                     decided.agreed.insert(field, (left, right));
+                }
+            }
+            // Half of a merge not yet made, on a field neither side moved since:
+            // it is still the decision, so it is written again, not dropped.
+            if let Some(state) = &item.link {
+                for side in Side::BOTH {
+                    let Some(flight) = &state.in_flight[side as usize] else {
+                        continue;
+                    };
+                    let sent = policy.canonical(side, &flight.payload);
+                    for field in flight.sources.keys() {
+                        let Some(value) = sent.get(field) else {
+                            continue;
+                        };
+                        let held = values[side as usize].get(field).unwrap_or(&Value::Null);
+                        if held == value
+                            || echoed_fields.contains(field)
+                            || touched(&decided, field)
+                        {
+                            continue;
+                        }
+                        decided.writes[side as usize].insert(field.clone(), value.clone());
+                        decided
+                            .reasons
+                            .insert(field.clone(), "finishing an earlier decision");
+                    }
                 }
             }
             let resolved = match &item.link {
@@ -329,7 +359,13 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                         },
                         key: key.clone(),
                         payload: policy.to_side(side, to_write),
-                        sources: to_write.clone(),
+                        sources: to_write
+                            .keys()
+                            .map(|f| {
+                                let held = values[side.other() as usize].get(f);
+                                (f.clone(), held.cloned().unwrap_or(Value::Null))
+                            })
+                            .collect(),
                         reasons: to_write
                             .keys()
                             .map(|f| (f.clone(), decided.reasons[f].to_string()))
@@ -627,18 +663,26 @@ fn ambiguous_match(policy: &Policy, item: &Item, owner: i64) -> Change {
 /// holds exactly the value sent. Such a value is the echo of our write (it
 /// reached the system before a crash or a lost answer), so its base is what
 /// confirming the write would have made it: (left, right) as the written
-/// side holds it and as its source had it.
-pub fn echoes(state: &LinkState, values: &[Values; 2]) -> Vec<(String, Value, Value)> {
+/// side holds it and as the other side held it when the write was decided.
+pub fn echoes(
+    policy: &Policy,
+    state: &LinkState,
+    values: &[Values; 2],
+) -> Vec<(String, Value, Value)> {
     let mut out = Vec::new();
     for side in Side::BOTH {
-        for (field, source) in &state.in_flight[side as usize] {
+        let Some(flight) = &state.in_flight[side as usize] else {
+            continue;
+        };
+        let sent = policy.canonical(side, &flight.payload);
+        for (field, source) in &flight.sources {
             let held = values[side as usize].get(field).unwrap_or(&Value::Null);
             let known = state.base.get(field);
             let already = known.is_some_and(|b| match side {
                 Side::Left => &b.left == held,
                 Side::Right => &b.right == held,
             });
-            if held != source || already {
+            if sent.get(field) != Some(held) || already {
                 continue;
             }
             out.push(match side {
@@ -650,7 +694,8 @@ pub fn echoes(state: &LinkState, values: &[Values; 2]) -> Vec<(String, Value, Va
     out
 }
 
-/// The new base of each field a confirmed write carried: the source side's value,
+/// The new base of each field a confirmed write carried: the other side's value
+/// when the write was decided,
 /// and the value the written system holds now (what it echoed back, or what was sent).
 pub fn confirmed_base(
     policy: &Policy,

@@ -101,10 +101,20 @@ pub struct LinkState {
     pub snapshots: [Option<Snapshot>; 2],
     /// Decisions of people not yet seen through, by canonical field.
     pub resolutions: BTreeMap<String, PendingResolution>,
-    /// Canonical values of the update queued to each side (left, right) and
-    /// not confirmed yet: it may have reached the system before a crash or a
-    /// lost answer, and its echo is then ours, not an edit.
-    pub in_flight: [BTreeMap<String, Value>; 2],
+    /// The update queued to each side (left, right) and not confirmed yet. It
+    /// may have reached the system before a crash or a lost answer, and its
+    /// echo is then ours, not an edit; or it may be half of a merge whose
+    /// other half is confirmed, and must still be made.
+    pub in_flight: [Option<InFlight>; 2],
+}
+
+/// An update queued and not confirmed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InFlight {
+    /// What it sends, by vendor path.
+    pub payload: FieldMap,
+    /// Per canonical field, the other side's value when it was decided.
+    pub sources: BTreeMap<String, Value>,
 }
 
 /// A pulled record waiting to be reconciled.
@@ -141,7 +151,9 @@ pub struct PlannedWrite {
     pub key: String,
     /// Values to send, by vendor path.
     pub payload: FieldMap,
-    /// Per canonical field, the value on the source side; it becomes that side's base once confirmed.
+    /// Per canonical field, the other side's value when the write was decided:
+    /// that side's base once the write is confirmed. For a copy it is the value
+    /// written; for a merge, what the other side held before its own half.
     pub sources: BTreeMap<String, Value>,
     /// Why each field is written (the rule, or `changed`).
     pub reasons: BTreeMap<String, String>,
@@ -781,16 +793,24 @@ impl Store {
             });
         }
         let resolutions = self.pending_resolutions(link.id)?;
-        let mut in_flight: [BTreeMap<String, Value>; 2] = Default::default();
+        let mut in_flight: [Option<InFlight>; 2] = Default::default();
         let mut statement = self.conn.prepare_cached(
-            "SELECT side, fields FROM outbox WHERE link_id = ?1 AND status = 'pending' AND op = 'update'",
+            "SELECT side, payload, fields FROM outbox
+             WHERE link_id = ?1 AND status = 'pending' AND op = 'update'",
         )?;
         let rows = statement.query_map([link.id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         for row in rows {
-            let (side, fields) = row?;
-            in_flight[parse_side(&side)? as usize] = from_json(&fields)?;
+            let (side, payload, fields) = row?;
+            in_flight[parse_side(&side)? as usize] = Some(InFlight {
+                payload: from_json(&payload)?,
+                sources: from_json(&fields)?,
+            });
         }
         Ok(LinkState {
             link,

@@ -55,6 +55,7 @@ pub fn router(sim: MailchimpSim) -> Router {
         .fallback(|| async { problem(&Rejection::not_found()) })
         .layer(middleware::from_fn_with_state(sim.clone(), journal))
         .layer(middleware::from_fn_with_state(sim.clone(), lose_answers))
+        .layer(middleware::from_fn_with_state(sim.clone(), refuse_writes))
         .layer(middleware::from_fn_with_state(
             sim.clone(),
             limit_connections,
@@ -145,6 +146,24 @@ async fn lose_answers(State(sim): State<MailchimpSim>, request: Request, next: N
         }
     }
     response
+}
+
+/// The fault a test asked for: a write is refused with a 503 before it is applied,
+/// as by an API that is briefly down.
+async fn refuse_writes(State(sim): State<MailchimpSim>, request: Request, next: Next) -> Response {
+    if request.method() != axum::http::Method::GET {
+        let mut state = sim.lock();
+        if state.refused_writes > 0 {
+            state.refused_writes -= 1;
+            drop(state);
+            return reject(
+                503,
+                "Service Unavailable",
+                "The service is temporarily unavailable.",
+            );
+        }
+    }
+    next.run(request).await
 }
 
 /// Mailchimp's limit: simultaneous connections per user. One over it is refused

@@ -325,6 +325,11 @@ impl MailchimpSim {
         self.lock().lost_answers = n;
     }
 
+    /// Refuse the next `n` writes with a 503 without applying them.
+    pub fn refuse_writes(&self, n: u32) {
+        self.lock().refused_writes = n;
+    }
+
     /// Counters of requests and writes so far.
     pub fn stats(&self) -> SimStats {
         self.lock().stats

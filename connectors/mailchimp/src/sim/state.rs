@@ -125,6 +125,8 @@ pub struct State {
     pub clock_offset: Millis,
     /// How many more writes are applied but answered with a 500.
     pub lost_answers: u32,
+    /// Writes still to refuse with a 503 before applying them.
+    pub refused_writes: u32,
     /// Addresses refused as "fake or invalid", lowercased.
     pub rejected_emails: Vec<String>,
     /// Where webhook events go, once a test or the demo asks for them.
@@ -165,6 +167,7 @@ impl State {
             next_web_id: 100_001,
             clock_offset: 0,
             lost_answers: 0,
+            refused_writes: 0,
             rejected_emails: Vec::new(),
             webhooks: None,
             webhooks_for_api: false,
