@@ -65,6 +65,8 @@ struct RawEngine {
     retry_base_secs: Option<u64>,
     retry_max_secs: Option<u64>,
     max_attempts: Option<u32>,
+    removal_limit: Option<u64>,
+    removal_limit_percent: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +221,21 @@ pub struct EngineSettings {
     pub retry_max: Duration,
     /// Attempts before a write is parked as a dead letter.
     pub max_attempts: u32,
+    /// Archives and deletes queued to one side beyond which none is sent until
+    /// a person approves them (`tandem removals approve`).
+    pub removal_limit: u64,
+    /// The same as a share of the pair's links, in percent: whichever of the
+    /// two is smaller holds the removals (never below one record).
+    pub removal_limit_percent: u32,
+}
+
+impl EngineSettings {
+    /// How many removals queued to one side of a pair with `links` links are
+    /// sent without a person's approval.
+    pub fn removals_allowed(&self, links: u64) -> u64 {
+        let share = links * u64::from(self.removal_limit_percent) / 100;
+        self.removal_limit.min(share.max(1))
+    }
 }
 
 impl Default for EngineSettings {
@@ -228,6 +245,8 @@ impl Default for EngineSettings {
             retry_base: Duration::from_secs(30),
             retry_max: Duration::from_secs(3600),
             max_attempts: 8,
+            removal_limit: 50,
+            removal_limit_percent: 10,
         }
     }
 }
@@ -349,6 +368,12 @@ impl Config {
                 .max_attempts
                 .unwrap_or(defaults.max_attempts)
                 .max(1),
+            removal_limit: raw.engine.removal_limit.unwrap_or(defaults.removal_limit),
+            removal_limit_percent: raw
+                .engine
+                .removal_limit_percent
+                .unwrap_or(defaults.removal_limit_percent)
+                .min(100),
         };
 
         let mut connectors = BTreeMap::new();

@@ -100,6 +100,19 @@ fn endpoints(
         ),
         (Method::GET, "/api/deadletters".into(), None, "viewer"),
         (Method::GET, "/api/audit".into(), None, "viewer"),
+        (Method::GET, "/api/removals".into(), None, "viewer"),
+        (
+            Method::POST,
+            "/api/removals/approve".into(),
+            Some(json!({"pair": "no-such-pair"})),
+            "admin",
+        ),
+        (
+            Method::POST,
+            "/api/removals/cancel".into(),
+            Some(json!({"pair": "no-such-pair"})),
+            "admin",
+        ),
         (Method::GET, "/api/policies".into(), None, "viewer"),
         (Method::GET, format!("/api/policies/{pair}"), None, "viewer"),
         (

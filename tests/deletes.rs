@@ -252,3 +252,147 @@ async fn a_contact_merged_away_is_gone_but_a_record_that_cannot_be_found_is_not(
         Some("archived")
     );
 }
+
+/// More archives at once than the limit allows (here 10% of 10 links: one)
+/// wait for a person: none is made until someone approves them, and the
+/// approval is audited. One at a time still flows.
+#[tokio::test]
+async fn many_archives_at_once_wait_for_a_person_to_approve_them() {
+    let emails: Vec<String> = (0..10).map(|i| format!("p{i}@example.com")).collect();
+    let mut world = World::new(
+        emails
+            .iter()
+            .map(|e| contact(e, &[("firstname", "P")]))
+            .collect(),
+        emails
+            .iter()
+            .map(|e| member(e, &[("FNAME", "P")]))
+            .collect(),
+    )
+    .await;
+    world.extend_policy("[on.hubspot]\narchived = \"archive\"\n");
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    let status = |world: &World, email: &str| world.mailchimp.member(email).unwrap().status;
+    let archive = |world: &World, emails: &[String]| {
+        emails
+            .iter()
+            .enumerate()
+            .flat_map(|(i, email)| {
+                let id = world.hubspot.contact_by_email(email).unwrap().id;
+                assert!(world.hubspot.archive(&id));
+                hubspot_hint(&format!("{email}-{i}"), &id, HintKind::Deleted)
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let hints = archive(&world, &emails[..1]);
+    engine.record_hints("hubspot", hints).await.unwrap();
+    let one = world.pass(&engine).await;
+    assert_eq!(
+        (one.removed, one.held_removals),
+        ([0, 1], [0, 0]),
+        "{one:?}"
+    );
+    assert_eq!(status(&world, &emails[0]), "archived");
+
+    let hints = archive(&world, &emails[1..4]);
+    engine.record_hints("hubspot", hints).await.unwrap();
+    for _ in 0..2 {
+        let held = world.pass(&engine).await;
+        assert_eq!(
+            (held.removed, held.held_removals),
+            ([0, 0], [0, 3]),
+            "{held:?}"
+        );
+        assert!(
+            held.problems
+                .iter()
+                .any(|p| p.contains("wait for approval"))
+        );
+    }
+    for email in &emails[1..4] {
+        assert_eq!(
+            status(&world, email),
+            "subscribed",
+            "{email} is kept for now"
+        );
+    }
+    let waiting = engine.store().call(|s| s.removals(None)).await.unwrap();
+    assert_eq!(waiting.len(), 3);
+
+    let approved = engine
+        .store()
+        .call(|s| s.approve_removals(Some("hubspot-mailchimp"), "ops", 1))
+        .await
+        .unwrap();
+    assert_eq!(approved, 3);
+    let done = world.pass(&engine).await;
+    assert_eq!(
+        (done.removed, done.held_removals),
+        ([0, 3], [0, 0]),
+        "{done:?}"
+    );
+    for email in &emails[1..4] {
+        assert_eq!(status(&world, email), "archived");
+    }
+    let audit = engine
+        .store()
+        .call(|s| {
+            s.find_audit(&tandem::store::AuditFilter {
+                action: Some("removals_approved".into()),
+                ..Default::default()
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].actor.as_str(), &audit[0].detail["count"]),
+        ("ops", &serde_json::json!(3))
+    );
+
+    // Cancelled instead: the members stay.
+    let hints = archive(&world, &emails[4..7]);
+    engine.record_hints("hubspot", hints).await.unwrap();
+    world.pass(&engine).await;
+    let cancelled = engine
+        .store()
+        .call(|s| s.cancel_removals(None, "ops", 2))
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 3);
+    let after = world.pass(&engine).await;
+    assert_eq!(
+        (after.removed, after.held_removals),
+        ([0, 0], [0, 0]),
+        "{after:?}"
+    );
+    for email in &emails[4..7] {
+        assert_eq!(status(&world, email), "subscribed");
+    }
+
+    // From the command line: status says they wait, list shows them, approve lets them go.
+    let hints = archive(&world, &emails[7..10]);
+    engine.record_hints("hubspot", hints).await.unwrap();
+    world.pass(&engine).await;
+    let config = world.dir.path().join("tandem.toml");
+    let config = config.to_str().unwrap();
+    let status_out = crate::cli::tandem(&["status", "--config", config], &[]).await;
+    let text = String::from_utf8_lossy(&status_out.stdout).into_owned();
+    assert!(text.contains("removals waiting 3"), "{text}");
+    let listed = crate::cli::tandem(&["removals", "list", "--json", "--config", config], &[]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let keys: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["p7@example.com", "p8@example.com", "p9@example.com"]);
+    let approved = crate::cli::tandem(&["removals", "approve", "--config", config], &[]).await;
+    assert!(approved.status.success());
+    assert!(String::from_utf8_lossy(&approved.stdout).starts_with("3 archive(s)"));
+    let done = world.pass(&engine).await;
+    assert_eq!(done.removed, [0, 3], "{done:?}");
+}

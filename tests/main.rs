@@ -5,6 +5,7 @@ mod api;
 mod browser;
 mod cli;
 mod connectors;
+mod converge;
 mod deletes;
 mod hubspot_history;
 mod limits;

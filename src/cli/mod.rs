@@ -57,6 +57,9 @@ enum Command {
     /// Writes parked after too many failures: list, retry, discard.
     #[command(subcommand, name = "deadletters")]
     DeadLetters(people::DeadLettersCommand),
+    /// Archives and deletes held for approval (more at once than `removal_limit`).
+    #[command(subcommand)]
+    Removals(people::RemovalsCommand),
     /// What the engine and people did, newest last.
     Audit(people::AuditArgs),
     /// Check a policy, explain how it decides a record, preview a new version.
@@ -239,6 +242,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Status { config, json } => status(&config.config, json),
         Command::Conflicts(command) => people::conflicts(command),
         Command::DeadLetters(command) => people::dead_letters(command),
+        Command::Removals(command) => people::removals(command),
         Command::Audit(args) => people::audit(args),
         Command::Policy(command) => policy::run(command),
         Command::Sim(sim) => serve_sim(sim).await,
@@ -349,6 +353,8 @@ struct PairStatus {
     policy: Option<crate::store::PolicyVersion>,
     /// A newer version of the file that was refused, which the engine does not run.
     refused_policy: Option<crate::store::PolicyVersion>,
+    /// Archives and deletes no person approved yet (held when more than the limit).
+    removals_waiting: usize,
 }
 
 fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
@@ -389,6 +395,7 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 .filter(|d| d.pair == policy.name)
                 .cloned()
                 .collect(),
+            removals_waiting: store.removals(Some(&policy.name))?.len(),
         });
     }
     if json {
@@ -425,6 +432,12 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
             println!(
                 "    #{} to {system} for {} after {} attempts: {}",
                 letter.id, letter.key, letter.attempts, letter.error
+            );
+        }
+        if pair.removals_waiting > 0 {
+            println!(
+                "  removals waiting {} (held beyond the limit: tandem removals list | approve | cancel)",
+                pair.removals_waiting
             );
         }
         if let Some(version) = &pair.policy {

@@ -142,6 +142,86 @@ pub enum DeadLettersCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum RemovalsCommand {
+    /// Archives and deletes waiting for a person's approval.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this pair.
+        #[arg(long)]
+        pair: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let them be made: the engine sends them on its next pass.
+    Approve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this pair.
+        #[arg(long)]
+        pair: Option<String>,
+    },
+    /// Drop them: the other records stay as they are.
+    Cancel {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this pair.
+        #[arg(long)]
+        pair: Option<String>,
+    },
+}
+
+pub fn removals(command: RemovalsCommand) -> Result<ExitCode, Failure> {
+    let (who, now) = (cli_actor(), tandem_core::clock::now_millis());
+    match command {
+        RemovalsCommand::List { config, pair, json } => {
+            let store = open(&config.config)?;
+            let removals = store.removals(pair.as_deref())?;
+            if json {
+                json_out(&removals);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if removals.is_empty() {
+                println!("No archive or delete waits for approval.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<[String; 5]> = removals
+                .iter()
+                .map(|r| {
+                    [
+                        r.id.to_string(),
+                        r.pair.clone(),
+                        r.side.as_str().to_string(),
+                        r.key.clone(),
+                        r.op.clone(),
+                    ]
+                })
+                .collect();
+            let header = ["ID", "PAIR", "SIDE", "RECORD", "OP"].map(String::from);
+            print!("{}", table(&header, &rows));
+            println!(
+                "{} waiting: `tandem removals approve` lets them be made, `tandem removals cancel` drops them.",
+                removals.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RemovalsCommand::Approve { config, pair } => {
+            let n = open(&config.config)?.approve_removals(pair.as_deref(), &who, now)?;
+            println!(
+                "{n} archive(s) and delete(s) approved; the engine makes them on its next pass."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RemovalsCommand::Cancel { config, pair } => {
+            let n = open(&config.config)?.cancel_removals(pair.as_deref(), &who, now)?;
+            println!("{n} archive(s) and delete(s) dropped; the other records stay.");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 /// Arguments of `tandem audit`.
 #[derive(Debug, Args)]
 pub struct AuditArgs {

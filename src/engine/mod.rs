@@ -134,6 +134,8 @@ pub struct PairReport {
     pub deferred: usize,
     /// Writes still queued after the pass.
     pub pending: u64,
+    /// Archives and deletes held for a person's approval, by side.
+    pub held_removals: [usize; 2],
     /// Links decided again under a newly activated policy version.
     pub redecided: usize,
     /// Records skipped, by reason.
@@ -914,11 +916,32 @@ impl Engine {
     ) -> Result<(), PullError> {
         let connector = self.connector(policy, side).clone();
         let batch = connector.write_batch();
+        // Many archives or deletes at once are held until a person approves them.
+        let pair = policy.name.clone();
+        let (waiting, links) = self
+            .store
+            .call(move |s| Ok((s.unapproved_removals(&pair, side)?, s.counts(&pair)?.links)))
+            .await?;
+        let allowed = self.settings.removals_allowed(links);
+        let hold = waiting > allowed;
+        if hold {
+            report.held_removals[side as usize] = waiting as usize;
+            warn!(
+                %side,
+                waiting,
+                allowed,
+                "Archives and deletes held until a person approves them (tandem removals approve)."
+            );
+            report.problem(format!(
+                "{waiting} archives or deletes on {} wait for approval (more than {allowed})",
+                policy.connector(side)
+            ));
+        }
         loop {
             let (pair, now) = (policy.name.clone(), self.clock.now());
             let rows = self
                 .store
-                .call(move |s| s.due_writes(&pair, side, now, batch))
+                .call(move |s| s.due_writes(&pair, side, now, batch, hold))
                 .await?;
             if rows.is_empty() {
                 return Ok(());

@@ -35,6 +35,9 @@ pub fn router() -> Router<Arc<App>> {
         .route("/api/deadletters", get(list_dead_letters))
         .route("/api/deadletters/{id}/retry", post(retry_dead_letter))
         .route("/api/deadletters/{id}/discard", post(discard_dead_letter))
+        .route("/api/removals", get(list_removals))
+        .route("/api/removals/approve", post(approve_removals))
+        .route("/api/removals/cancel", post(cancel_removals))
         .route("/api/audit", get(audit))
         .route("/api/policies", get(list_policies))
         .route("/api/policies/{pair}", get(get_policy).put(save_policy))
@@ -60,6 +63,9 @@ pub fn router() -> Router<Arc<App>> {
         list_dead_letters,
         retry_dead_letter,
         discard_dead_letter,
+        list_removals,
+        approve_removals,
+        cancel_removals,
         audit,
         list_policies,
         get_policy,
@@ -75,7 +81,9 @@ pub fn router() -> Router<Arc<App>> {
         PolicySource,
         PolicyInfo,
         Validated,
-        BulkResolve
+        BulkResolve,
+        RemovalScope,
+        Settled
     ))
 )]
 struct ApiDoc;
@@ -282,6 +290,84 @@ async fn discard_dead_letter(
     person.require(Role::Admin)?;
     app.settle_dead_letter(id, &person.user, false).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Archives and deletes waiting for approval: more at once than the engine's
+/// `removal_limit` are held until a person approves or cancels them.
+#[utoipa::path(get, path = "/api/removals", params(("pair" = Option<String>, Query)),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody)))]
+async fn list_removals(
+    State(app): State<Arc<App>>,
+    ApiPerson(person): ApiPerson,
+    Query(scope): Query<RemovalScope>,
+) -> Result<Json<Vec<crate::store::Removal>>, ApiError> {
+    person.require(Role::Viewer)?;
+    Ok(Json(
+        app.engine
+            .store()
+            .call(move |s| s.removals(scope.pair.as_deref()))
+            .await?,
+    ))
+}
+
+/// Which pair's removals; every pair's without one.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemovalScope {
+    /// Only this pair.
+    pub pair: Option<String>,
+}
+
+/// How many were approved or cancelled.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Settled {
+    /// The count.
+    pub count: usize,
+}
+
+/// Approve the waiting archives and deletes: the engine makes them on its next pass.
+#[utoipa::path(post, path = "/api/removals/approve", request_body = RemovalScope,
+    responses((status = 200, body = Settled), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn approve_removals(
+    State(app): State<Arc<App>>,
+    ApiPerson(person): ApiPerson,
+    Json(scope): Json<RemovalScope>,
+) -> Result<Json<Settled>, ApiError> {
+    settle_removals(&app, person, scope, true).await
+}
+
+/// Drop the waiting archives and deletes: the other records stay as they are.
+#[utoipa::path(post, path = "/api/removals/cancel", request_body = RemovalScope,
+    responses((status = 200, body = Settled), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn cancel_removals(
+    State(app): State<Arc<App>>,
+    ApiPerson(person): ApiPerson,
+    Json(scope): Json<RemovalScope>,
+) -> Result<Json<Settled>, ApiError> {
+    settle_removals(&app, person, scope, false).await
+}
+
+async fn settle_removals(
+    app: &App,
+    person: auth::Person,
+    scope: RemovalScope,
+    approve: bool,
+) -> Result<Json<Settled>, ApiError> {
+    person.require(Role::Admin)?;
+    let now = app.engine.clock().now();
+    let count = app
+        .engine
+        .store()
+        .call(move |s| {
+            let pair = scope.pair.as_deref();
+            if approve {
+                s.approve_removals(pair, &person.user, now)
+            } else {
+                s.cancel_removals(pair, &person.user, now)
+            }
+        })
+        .await?;
+    Ok(Json(Settled { count }))
 }
 
 /// The audit log, newest first; page back with `before`.
@@ -521,7 +607,7 @@ impl App {
         let mut pairs = Vec::new();
         for policy in self.engine.policies() {
             let name = policy.name.clone();
-            let (counts, polls, version) = self
+            let (counts, polls, version, removals) = self
                 .engine
                 .store()
                 .call(move |s| {
@@ -529,6 +615,7 @@ impl App {
                         s.counts(&name)?,
                         s.last_polls(&name)?,
                         s.policy_version(&name, true)?,
+                        s.removals(Some(&name))?.len(),
                     ))
                 })
                 .await?;
@@ -554,6 +641,7 @@ impl App {
                 queued_writes: counts.pending_writes,
                 dead_letters: counts.dead_letters,
                 staged: counts.inbox,
+                removals_waiting: removals,
                 connectors,
                 policy: version,
             });
@@ -654,6 +742,8 @@ pub struct PairStatus {
     pub dead_letters: u64,
     /// Records read and not yet reconciled.
     pub staged: u64,
+    /// Archives and deletes no person approved yet (held beyond the limit).
+    pub removals_waiting: usize,
     /// The two connectors, left then right.
     pub connectors: Vec<ConnectorStatus>,
     /// The active policy version.

@@ -1106,6 +1106,7 @@ struct PairHealth {
     queued_writes: u64,
     dead_letters: u64,
     staged: u64,
+    removals_waiting: usize,
     connectors: Vec<ConnectorRow>,
     policy: String,
 }
@@ -1164,6 +1165,7 @@ async fn health(State(app): State<Arc<App>>, WebPerson(person): WebPerson) -> Pa
             queued_writes: p.queued_writes,
             dead_letters: p.dead_letters,
             staged: p.staged,
+            removals_waiting: p.removals_waiting,
         })
         .collect();
     let page = HealthPage {

@@ -272,6 +272,25 @@ pub enum Finish {
     },
 }
 
+/// An archive or delete waiting for a person's approval.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Removal {
+    /// Outbox row id.
+    pub id: i64,
+    /// The pair.
+    pub pair: String,
+    /// The side it would archive or delete on.
+    pub side: Side,
+    /// `archive` or `delete` (permanently).
+    pub op: String,
+    /// The record's match key.
+    pub key: String,
+    /// The record's id on that side.
+    pub record: String,
+    /// When it was queued.
+    pub queued_at: Millis,
+}
+
 /// A version of a pair's policy file, activated or refused.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PolicyVersion {
@@ -867,24 +886,29 @@ impl Store {
         side: Side,
         now: Millis,
         limit: usize,
+        hold_removals: bool,
     ) -> Result<Vec<OutboxRow>> {
         let mut statement = self.conn.prepare_cached(
             "SELECT o.id, o.link_id, o.op, o.target_id, o.match_key, o.payload, o.fields, o.attempts
              FROM outbox o WHERE o.pair = ?1 AND o.side = ?2 AND o.status = 'pending' AND o.next_attempt_at <= ?3
+                 AND NOT (?5 AND o.op IN ('archive', 'delete') AND o.approved_by IS NULL)
              ORDER BY o.next_attempt_at, o.id LIMIT ?4",
         )?;
-        let rows = statement.query_map(params![pair, side.as_str(), now, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, u32>(7)?,
-            ))
-        })?;
+        let rows = statement.query_map(
+            params![pair, side.as_str(), now, limit as i64, hold_removals],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, u32>(7)?,
+                ))
+            },
+        )?;
         rows.map(|row| {
             let (id, link_id, op, target, key, payload, fields, attempts) = row?;
             let op = match (op.as_str(), target) {
@@ -970,6 +994,125 @@ impl Store {
         fail::fail_point!("finish-before-commit");
         tx.commit()?;
         Ok(dead)
+    }
+
+    // ---- removals waiting for approval -------------------------------------
+
+    /// Archives and deletes queued to `side` that no person approved yet.
+    pub fn unapproved_removals(&self, pair: &str, side: Side) -> Result<u64> {
+        let count: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM outbox WHERE pair = ?1 AND side = ?2 AND status = 'pending'
+                     AND op IN ('archive', 'delete') AND approved_by IS NULL",
+            )?
+            .query_row(params![pair, side.as_str()], |r| r.get(0))?;
+        Ok(count as u64)
+    }
+
+    /// Every queued archive and delete no person approved yet, oldest first.
+    pub fn removals(&self, pair: Option<&str>) -> Result<Vec<Removal>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, pair, side, op, match_key, target_id, created_at FROM outbox
+             WHERE status = 'pending' AND op IN ('archive', 'delete') AND approved_by IS NULL
+                 AND (?1 IS NULL OR pair = ?1)
+             ORDER BY id",
+        )?;
+        let rows = statement.query_map(params![pair], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Millis>(6)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, pair, side, op, key, record, queued_at) = row?;
+            Ok(Removal {
+                id,
+                pair,
+                side: parse_side(&side)?,
+                op,
+                key,
+                record: record.unwrap_or_default(),
+                queued_at,
+            })
+        })
+        .collect()
+    }
+
+    /// Approve every queued archive and delete of `pair` (or of every pair) as
+    /// `who`: they are sent on the next pass. Returns how many.
+    pub fn approve_removals(
+        &mut self,
+        pair: Option<&str>,
+        who: &str,
+        now: Millis,
+    ) -> Result<usize> {
+        self.settle_removals(
+            "UPDATE outbox SET approved_by = ?2, updated_at = ?3
+             WHERE status = 'pending' AND op IN ('archive', 'delete') AND approved_by IS NULL
+                 AND (?1 IS NULL OR pair = ?1)
+             RETURNING pair",
+            params![pair, who, now],
+            "removals_approved",
+            who,
+            now,
+        )
+    }
+
+    /// Drop every queued archive and delete of `pair` (or of every pair) that no
+    /// person approved, as `who`: the other records stay as they are, as with
+    /// an `[on.*]` action of `mark`. Returns how many.
+    pub fn cancel_removals(&mut self, pair: Option<&str>, who: &str, now: Millis) -> Result<usize> {
+        self.settle_removals(
+            "DELETE FROM outbox
+             WHERE status = 'pending' AND op IN ('archive', 'delete') AND approved_by IS NULL
+                 AND (?1 IS NULL OR pair = ?1)
+             RETURNING pair",
+            params![pair],
+            "removals_cancelled",
+            who,
+            now,
+        )
+    }
+
+    /// Run `sql` (which returns the pair of each row it changed) and audit it per pair.
+    fn settle_removals(
+        &mut self,
+        sql: &str,
+        values: &[&dyn rusqlite::ToSql],
+        action: &str,
+        who: &str,
+        now: Millis,
+    ) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut by_pair: BTreeMap<String, usize> = BTreeMap::new();
+        {
+            let mut statement = tx.prepare(sql)?;
+            let rows = statement.query_map(values, |r| r.get::<_, String>(0))?;
+            for row in rows {
+                *by_pair.entry(row?).or_default() += 1;
+            }
+        }
+        for (pair, count) in &by_pair {
+            tx.execute(
+                "INSERT INTO audit (at, actor, action, pair, link_id, side, detail)
+                 VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5)",
+                params![
+                    now,
+                    who,
+                    action,
+                    pair,
+                    to_json(&serde_json::json!({ "count": count }))
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(by_pair.values().sum())
     }
 
     // ---- reading for people ----------------------------------------------
