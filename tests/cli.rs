@@ -457,16 +457,34 @@ async fn status_shows_dead_letters_and_the_last_polls() {
         vec![],
     )
     .await;
-    world.mailchimp.reject_emails(&["bounce@example.com"]);
+    let config = world.dir.path().join("tandem.toml");
     let engine = world.engine().await;
-    for _ in 0..world.config.engine.max_attempts {
+    // Never polled: unhealthy, exit 1.
+    let output = tandem(&["status", "--config", config.to_str().unwrap()], &[]).await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("UNHEALTHY: hubspot was never polled; mailchimp was never polled"),
+        "{text}"
+    );
+    // Polled, one write rejected and to be retried: healthy.
+    world.mailchimp.reject_emails(&["bounce@example.com"]);
+    world.pass(&engine).await;
+    world.clock.advance(std::time::Duration::from_secs(7200));
+    let output = tandem(&["status", "--config", config.to_str().unwrap()], &[]).await;
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("health           ok"), "{text}");
+
+    // A dead letter waits for a person: unhealthy until it is dealt with.
+    for _ in 1..world.config.engine.max_attempts {
         world.pass(&engine).await;
         world.clock.advance(std::time::Duration::from_secs(7200));
     }
-    let config = world.dir.path().join("tandem.toml");
     let output = tandem(&["status", "--config", config.to_str().unwrap()], &[]).await;
     let text = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(text.contains("UNHEALTHY: 1 dead letter(s)"), "{text}");
     assert!(text.contains("links            2"), "{text}");
     assert!(text.contains("dead letters     1"), "{text}");
     assert!(
@@ -482,7 +500,10 @@ async fn status_shows_dead_letters_and_the_last_polls() {
         &[],
     )
     .await;
+    assert_eq!(json.status.code(), Some(1));
     let pairs: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(pairs[0]["healthy"], false);
+    assert_eq!(pairs[0]["problems"][0], "1 dead letter(s)");
     assert_eq!(pairs[0]["dead_letters"], 1);
     assert_eq!(pairs[0]["dead"][0]["key"], "bounce@example.com");
 }

@@ -135,6 +135,16 @@ async fn pages_send_anonymous_visitors_to_sign_in_and_back() {
         let back: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
         assert_eq!(location, format!("/sign-in?next={back}"), "{path}");
     }
+    // Liveness and readiness need no session.
+    for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let response = http
+            .get(format!("{}{path}", people.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(response.text().await.unwrap(), body);
+    }
     // A form posted without a session changes nothing and asks to sign in.
     let response = http
         .post(format!("{}/conflicts/1/resolve", people.base))

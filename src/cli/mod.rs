@@ -355,6 +355,46 @@ struct PairStatus {
     refused_policy: Option<crate::store::PolicyVersion>,
     /// Archives and deletes no person approved yet (held when more than the limit).
     removals_waiting: usize,
+    /// Whether nothing below needs a person or an operator.
+    healthy: bool,
+    /// What does, if anything.
+    problems: Vec<String>,
+}
+
+/// What makes a pair unhealthy: what waits for an operator, not the conflicts
+/// that are support's daily work.
+fn pair_problems(
+    pair: &PairStatus,
+    settings: &crate::config::EngineSettings,
+    now: tandem_core::Millis,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if pair.counts.dead_letters > 0 {
+        problems.push(format!("{} dead letter(s)", pair.counts.dead_letters));
+    }
+    if pair.refused_policy.is_some() {
+        problems.push("the policy file was changed and refused".to_string());
+    }
+    let allowed = settings.removals_allowed(pair.counts.links) as usize;
+    if pair.removals_waiting > allowed {
+        problems.push(format!(
+            "{} archives or deletes wait for approval",
+            pair.removals_waiting
+        ));
+    }
+    // Three missed passes (at least five minutes) without a full poll.
+    let stale = (3 * settings.poll_interval.as_millis() as i64).max(300_000);
+    for (connector, poll) in pair.connectors.iter().zip(pair.last_poll) {
+        match poll {
+            None => problems.push(format!("{connector} was never polled")),
+            Some(at) if now - at > stale => problems.push(format!(
+                "{connector} last polled {} s ago",
+                (now - at) / 1000
+            )),
+            Some(_) => {}
+        }
+    }
+    problems
 }
 
 fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
@@ -396,16 +436,27 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 .cloned()
                 .collect(),
             removals_waiting: store.removals(Some(&policy.name))?.len(),
+            healthy: true,
+            problems: Vec::new(),
         });
     }
+    let now = tandem_core::clock::now_millis();
+    for pair in &mut pairs {
+        pair.problems = pair_problems(pair, &config.engine, now);
+        pair.healthy = pair.problems.is_empty();
+    }
+    let code = if pairs.iter().all(|p| p.healthy) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&pairs).expect("status serializes")
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
-    let now = tandem_core::clock::now_millis();
     let ago = |at: Option<tandem_core::Millis>| match at {
         None => "never".to_string(),
         Some(at) => format!(
@@ -468,8 +519,13 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
         }
         println!("  last poll        {left}: {}", ago(pair.last_poll[0]));
         println!("                   {right}: {}", ago(pair.last_poll[1]));
+        if pair.healthy {
+            println!("  health           ok");
+        } else {
+            println!("  health           UNHEALTHY: {}", pair.problems.join("; "));
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 fn hash_password() -> Result<ExitCode, Failure> {

@@ -164,6 +164,7 @@ impl Intake {
         let app = self.app.clone();
         let intake = Router::new()
             .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready))
             .route("/webhooks/{connector}", get(validate).post(receive))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self);
@@ -183,6 +184,41 @@ impl Intake {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
+    }
+}
+
+/// Ready when the state store answers for every pair: 200 `ready`, else 503
+/// with why. `/healthz` only says the process is up.
+async fn ready(State(intake): State<Arc<Intake>>) -> Response {
+    let pairs: Vec<String> = intake
+        .engine
+        .policies()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
+    if pairs.is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no pair is configured").into_response();
+    }
+    let answered = intake
+        .engine
+        .store()
+        .call(move |s| {
+            for pair in &pairs {
+                s.counts(pair)?;
+            }
+            Ok(())
+        })
+        .await;
+    match answered {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(error) => {
+            tracing::error!(%error, "Not ready: the state store does not answer.");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the state store does not answer",
+            )
+                .into_response()
+        }
     }
 }
 
