@@ -19,3 +19,4 @@ pub mod policy;
 pub mod reconcile;
 pub mod side;
 pub mod store;
+pub mod telemetry;

@@ -121,7 +121,9 @@ pub fn resolve(
 ) -> Result<ConflictRow, ResolveError> {
     let conflict = store.conflict(id)?.ok_or(ResolveError::NotFound(id))?;
     let value = chosen_value(&conflict, choice).map_err(|why| ResolveError::Invalid { id, why })?;
-    store.resolve_conflict(id, choice, &value, who, now)
+    let row = store.resolve_conflict(id, choice, &value, who, now)?;
+    metrics::counter!("tandem_conflicts_resolved_total", "pair" => row.pair.clone()).increment(1);
+    Ok(row)
 }
 
 /// What a bulk resolution did.

@@ -10,6 +10,7 @@ mod deletes;
 mod hubspot_history;
 mod limits;
 mod mailchimp_tags;
+mod ops;
 mod policy_cli;
 mod reload;
 mod resolve;

@@ -218,6 +218,19 @@ impl World {
         }
     }
 
+    /// Write a config whose listener is at `listen` (for a `tandem run` child
+    /// process), polling every `poll_interval_secs`; returns its path.
+    pub fn config_listening_at(
+        &mut self,
+        listen: std::net::SocketAddr,
+        poll_interval_secs: u64,
+    ) -> std::path::PathBuf {
+        let workspace = self.workspace(poll_interval_secs, WebhookSetup::on(listen));
+        let path = write_workspace(self.dir.path(), &workspace).unwrap();
+        self.config = Config::load(&path).unwrap();
+        path
+    }
+
     /// Turn on webhooks: the engine listens on a loopback port with the vendors'
     /// secrets, and both simulators send to it. Polling then runs only at start.
     /// Returns the engine (its run loop started on `shutdown`), the listener and both senders.

@@ -497,6 +497,7 @@ impl Engine {
             pair: policy.name.clone(),
             error,
         };
+        let pass_started = std::time::Instant::now();
         let mut fully_listed = [false, false];
         let traffic_before = Side::BOTH.map(|side| self.connector(policy, side).traffic());
         match self.process_hints(policy, &mut report).await {
@@ -570,10 +571,20 @@ impl Engine {
             };
         }
         let pair = policy.name.clone();
-        let counts = self.store.call(move |s| s.counts(&pair)).await?;
+        let (counts, last_polls) = self
+            .store
+            .call(move |s| Ok((s.counts(&pair)?, s.last_polls(&pair)?)))
+            .await?;
         report.open_conflicts = counts.open_conflicts;
         report.pending = counts.pending_writes;
         report.interrupted = shutdown.is_cancelled();
+        crate::telemetry::record_pass(
+            &report,
+            &counts,
+            last_polls,
+            self.clock.now(),
+            pass_started.elapsed().as_secs_f64(),
+        );
         info!(
             pulled_left = report.pulled[0],
             pulled_right = report.pulled[1],

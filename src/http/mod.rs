@@ -138,6 +138,7 @@ impl Intake {
             .map(|h| h.public_url.clone())
             .unwrap_or_default();
         let app = App::new(config, engine.clone())?.map(Arc::new);
+        crate::telemetry::handle();
         Ok(Intake {
             engine,
             public_url,
@@ -165,6 +166,7 @@ impl Intake {
         let intake = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
+            .route("/metrics", get(metrics_page))
             .route("/webhooks/{connector}", get(validate).post(receive))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self);
@@ -184,6 +186,25 @@ impl Intake {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
+    }
+}
+
+/// Prometheus' text format.
+async fn metrics_page() -> Response {
+    match crate::telemetry::render() {
+        Some(text) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are off in this process",
+        )
+            .into_response(),
     }
 }
 

@@ -1,0 +1,101 @@
+//! What operators wire into monitoring, through a real `tandem run` process:
+//! Prometheus metrics after a pass, readiness.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{World, contact, member};
+
+/// The value of the sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+        })
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_after_a_pass_count_reads_writes_links_and_requests() {
+    let mut world = World::new(
+        vec![
+            contact("ada@example.com", &[("firstname", "Ada")]),
+            contact("grace@example.com", &[("firstname", "Grace")]),
+        ],
+        vec![member("ada@example.com", &[("FNAME", "Ada")])],
+    )
+    .await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = world.config_listening_at(listen, 3600);
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let started = Instant::now();
+    let pair = ("pair", "hubspot-mailchimp");
+    let text = loop {
+        if let Ok(response) = http.get(format!("{base}/metrics")).send().await {
+            let text = response.text().await.unwrap();
+            if sample(&text, "tandem_passes_total", &[pair]).is_some_and(|n| n >= 1.0) {
+                break text;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no pass within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    };
+    assert_eq!(value("tandem_links", &[pair]), 2.0);
+    assert_eq!(value("tandem_open_conflicts", &[pair]), 0.0);
+    assert_eq!(value("tandem_outbox_depth", &[pair]), 0.0);
+    assert_eq!(value("tandem_dead_letters", &[pair]), 0.0);
+    assert_eq!(
+        value(
+            "tandem_writes_total",
+            &[pair, ("connector", "mailchimp"), ("outcome", "created")]
+        ),
+        1.0,
+        "Grace was created in Mailchimp"
+    );
+    assert_eq!(
+        value(
+            "tandem_records_read_total",
+            &[pair, ("connector", "hubspot")]
+        ),
+        2.0
+    );
+    assert!(value("tandem_api_requests_total", &[("connector", "hubspot")]) >= 1.0);
+    assert_eq!(
+        value("tandem_api_throttled_total", &[("connector", "mailchimp")]),
+        0.0
+    );
+    assert!(value("tandem_poll_lag_seconds", &[pair, ("connector", "hubspot")]) >= 0.0);
+    assert!(
+        text.contains("# TYPE tandem_pass_seconds histogram"),
+        "{text}"
+    );
+    assert!(value("tandem_pass_seconds_count", &[pair]) >= 1.0);
+    assert!(text.contains("# HELP tandem_writes_total Writes to a system by outcome"));
+
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
