@@ -2,6 +2,7 @@
 //! command line against the simulators, through real HTTP on loopback.
 
 mod api;
+mod bad_input;
 mod browser;
 mod cli;
 mod connectors;
