@@ -507,3 +507,107 @@ async fn status_shows_dead_letters_and_the_last_polls() {
     assert_eq!(pairs[0]["dead_letters"], 1);
     assert_eq!(pairs[0]["dead"][0]["key"], "bounce@example.com");
 }
+
+#[tokio::test]
+async fn plan_shows_every_write_link_and_conflict_and_writes_nothing() {
+    let world = World::new(
+        vec![
+            crate::support::contact(
+                "ada@example.com",
+                &[("company", "Analytical"), ("firstname", "Ada")],
+            ),
+            crate::support::contact("grace@example.com", &[("company", "Navy")]),
+        ],
+        vec![
+            crate::support::member(
+                "ada@example.com",
+                &[("COMPANY", "Analytical"), ("FNAME", "Ada")],
+            ),
+            crate::support::member("grace@example.com", &[("COMPANY", "Navy")]),
+        ],
+    )
+    .await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    drop(engine);
+    world.later();
+    world
+        .hubspot
+        .edit("ada@example.com", &[("firstname", "Augusta")]);
+    world
+        .hubspot
+        .edit("grace@example.com", &[("company", "US Navy")]);
+    world
+        .mailchimp
+        .edit("grace@example.com", &[("COMPANY", "Harvard")]);
+    world
+        .create_in_mailchimp("alan@example.com", serde_json::json!({ "FNAME": "Alan" }))
+        .await;
+
+    // The store file and its write-ahead log, byte for byte.
+    let files = |dir: &std::path::Path| -> Vec<Option<Vec<u8>>> {
+        ["tandem.sqlite", "tandem.sqlite-wal"]
+            .iter()
+            .map(|name| std::fs::read(dir.join(name)).ok())
+            .collect()
+    };
+    let before = files(world.dir.path());
+    assert!(before[0].is_some());
+    let writes = (world.hubspot.stats().writes, world.mailchimp.stats().writes);
+    let config = world.dir.path().join("tandem.toml");
+    let output = tandem(
+        &["plan", "--json", "--config", config.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plans: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let plan = &plans[0];
+    assert_eq!(plan["links"], serde_json::json!(["alan@example.com"]));
+    let writes_planned = plan["writes"].as_array().unwrap();
+    assert_eq!(writes_planned.len(), 2, "{plan:#}");
+    let update = writes_planned.iter().find(|w| w["op"] == "update").unwrap();
+    assert_eq!(
+        (&update["system"], &update["key"]),
+        (
+            &serde_json::json!("mailchimp"),
+            &serde_json::json!("ada@example.com")
+        )
+    );
+    assert_eq!(
+        update["fields"]["merge_fields.FNAME"],
+        serde_json::json!({ "old": "Ada", "new": "Augusta" })
+    );
+    let create = writes_planned.iter().find(|w| w["op"] == "create").unwrap();
+    assert_eq!(
+        (&create["system"], &create["key"]),
+        (
+            &serde_json::json!("hubspot"),
+            &serde_json::json!("alan@example.com")
+        )
+    );
+    assert_eq!(plan["conflicts"][0]["key"], "grace@example.com");
+    assert_eq!(plan["conflicts"][0]["field"], "company");
+
+    // Nothing was written: not the store, not either system.
+    assert!(
+        files(world.dir.path()) == before,
+        "the state store is untouched"
+    );
+    assert_eq!(
+        (world.hubspot.stats().writes, world.mailchimp.stats().writes),
+        writes
+    );
+    let human = tandem(&["plan", "--config", config.to_str().unwrap()], &[]).await;
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains(
+            r#"update    mailchimp ada@example.com: merge_fields.FNAME "Ada" -> "Augusta""#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("total     2 write(s), 1 new link(s), 1 conflict(s)"),
+        "{text}"
+    );
+}

@@ -549,6 +549,77 @@ async fn the_echo_of_an_unconfirmed_write_is_not_taken_for_an_edit() {
     );
 }
 
+/// A write may land and go unconfirmed, then be replaced in the outbox by a
+/// newer decision that does not land. The side then holds the first write's
+/// value: still tandem's echo, not an edit, so no conflict opens and the newer
+/// value is written.
+#[tokio::test]
+async fn the_echo_of_a_replaced_write_is_still_not_an_edit() {
+    let world = World::new(
+        vec![contact(ADA, &[("company", "Analytical")])],
+        vec![member(ADA, &[("COMPANY", "Analytical")])],
+    )
+    .await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    let ada = world.hubspot.contact_by_email(ADA).unwrap().id;
+
+    // HubSpot's edit reaches Mailchimp, but the answer is lost.
+    world.later();
+    world.hubspot.edit(ADA, &[("company", "Babbage")]);
+    world.mailchimp.lose_answers(100);
+    let lost = world.pass(&engine).await;
+    assert_eq!(lost.deferred, 1, "{lost:?}");
+    world.mailchimp.lose_answers(0);
+    assert_eq!(
+        world.mailchimp_value(ADA, "COMPANY").as_deref(),
+        Some("Babbage")
+    );
+
+    // HubSpot changes again; only HubSpot's record is read (a webhook), and the
+    // newer write replaces the first one in the outbox but is refused.
+    world.later();
+    world.hubspot.edit(ADA, &[("company", "Babbage & Co")]);
+    engine
+        .record_hints(
+            "hubspot",
+            vec![tandem_core::Hint {
+                event_id: "e1".into(),
+                record: tandem_core::RecordRef::Id(ada),
+                kind: tandem_core::HintKind::Changed,
+                occurred_at: 1,
+            }],
+        )
+        .await
+        .unwrap();
+    world.mailchimp.refuse_writes(100);
+    world.clock.advance(Duration::from_secs(3600));
+    engine
+        .hint_pass(&tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    world.mailchimp.refuse_writes(0);
+    assert_eq!(
+        world.mailchimp_value(ADA, "COMPANY").as_deref(),
+        Some("Babbage")
+    );
+
+    // Mailchimp is read again holding the first write's value: no conflict.
+    world.clock.advance(Duration::from_secs(3600));
+    let next = world.pass(&engine).await;
+    assert_eq!(next.conflicts_opened, 0, "{next:?}");
+    assert_eq!(
+        world.mailchimp_value(ADA, "COMPANY").as_deref(),
+        Some("Babbage & Co")
+    );
+    let quiet = world.pass(&engine).await;
+    assert_eq!(
+        (quiet.writes(), quiet.pending, quiet.open_conflicts),
+        (0, 0, 0),
+        "{quiet:?}"
+    );
+}
+
 /// A merge is written to both sides. When one side confirms and the other
 /// refuses for a while, the side still holding its own text has not changed
 /// it: the merge must still reach it, and must not be undone, even when that

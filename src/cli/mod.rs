@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 mod people;
+mod plan;
 mod policy;
 
 use crate::config::{Config, DEFAULT_FILE};
@@ -43,6 +44,14 @@ enum Command {
     Sync(SyncArgs),
     /// Sync every pair continuously, one pass every poll interval, until Ctrl-C.
     Run(ConfigArg),
+    /// What one pass would do now: every write (old -> new), link and conflict; nothing is written.
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// What the engine's state says: links, conflicts, queued writes, dead letters, last polls.
     Status {
         #[command(flatten)]
@@ -239,6 +248,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Sync(args) if args.once => sync_once(&args.config.config, args.json).await,
         Command::Sync(args) => run_forever(&args.config.config).await,
         Command::Run(args) => run_forever(&args.config).await,
+        Command::Plan { config, json } => plan::plan(&config.config, json).await,
         Command::Status { config, json } => status(&config.config, json),
         Command::Conflicts(command) => people::conflicts(command),
         Command::DeadLetters(command) => people::dead_letters(command),

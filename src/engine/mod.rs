@@ -316,17 +316,24 @@ impl Engine {
 
     /// One pass over every pair. Stops early, at a safe point, when `shutdown` fires.
     pub async fn pass(&self, shutdown: &CancellationToken) -> Result<PassReport, PassError> {
-        self.pass_with(true, shutdown).await
+        self.pass_with(true, true, shutdown).await
     }
 
     /// A pass that acts on recorded webhook hints only, without polling.
     pub async fn hint_pass(&self, shutdown: &CancellationToken) -> Result<PassReport, PassError> {
-        self.pass_with(false, shutdown).await
+        self.pass_with(false, true, shutdown).await
+    }
+
+    /// A pass that reads both systems and decides, queueing its writes in the
+    /// outbox, but sends none: what `tandem plan` shows, run on a copy of the store.
+    pub async fn dry_pass(&self) -> Result<PassReport, PassError> {
+        self.pass_with(true, false, &CancellationToken::new()).await
     }
 
     async fn pass_with(
         &self,
         poll: bool,
+        send: bool,
         shutdown: &CancellationToken,
     ) -> Result<PassReport, PassError> {
         let started = std::time::Instant::now();
@@ -335,7 +342,7 @@ impl Engine {
         for policy in &self.policies() {
             let span = info_span!("pair", pair = %policy.name);
             let pair = self
-                .pass_pair(policy, poll, shutdown)
+                .pass_pair(policy, poll, send, shutdown)
                 .instrument(span)
                 .await?;
             report.pairs.push(pair);
@@ -486,6 +493,7 @@ impl Engine {
         &self,
         policy: &Arc<Policy>,
         poll: bool,
+        send: bool,
         shutdown: &CancellationToken,
     ) -> Result<PairReport, PassError> {
         let mut report = PairReport {
@@ -548,7 +556,7 @@ impl Engine {
         }
         report.timings.reconcile_ms = started.elapsed().as_millis() as u64;
         for side in Side::BOTH {
-            if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() || !send {
                 break;
             }
             let started = std::time::Instant::now();

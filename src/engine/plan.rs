@@ -370,6 +370,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                             .keys()
                             .map(|f| (f.clone(), decided.reasons[f].to_string()))
                             .collect(),
+                        values: to_write.clone(),
                     }
                 })
                 .collect();
@@ -451,7 +452,8 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                     .keys()
                     .map(|f| (f.clone(), "created".to_string()))
                     .collect(),
-                sources: values,
+                sources: values.clone(),
+                values,
             };
             let mut writes = vec![write];
             for (side, path, standing) in &marks {
@@ -550,6 +552,7 @@ fn add_mark(
             payload: FieldMap::from([(path.to_string(), value)]),
             sources: BTreeMap::new(),
             reasons: BTreeMap::new(),
+            values: BTreeMap::new(),
         }),
     }
 }
@@ -609,6 +612,7 @@ fn removal(side: Side, op: WriteOp, key: &str) -> PlannedWrite {
         payload: FieldMap::new(),
         sources: BTreeMap::new(),
         reasons: BTreeMap::new(),
+        values: BTreeMap::new(),
     }
 }
 
@@ -671,18 +675,30 @@ pub fn echoes(
 ) -> Vec<(String, Value, Value)> {
     let mut out = Vec::new();
     for side in Side::BOTH {
-        let Some(flight) = &state.in_flight[side as usize] else {
-            continue;
-        };
-        let sent = policy.canonical(side, &flight.payload);
-        for (field, source) in &flight.sources {
+        // The queued write, and every earlier one a later decision replaced.
+        let mut carried: BTreeMap<String, Vec<(Value, Value)>> = state.sent[side as usize].clone();
+        if let Some(flight) = &state.in_flight[side as usize] {
+            let sent = policy.canonical(side, &flight.payload);
+            for (field, source) in &flight.sources {
+                if let Some(value) = sent.get(field) {
+                    carried
+                        .entry(field.clone())
+                        .or_default()
+                        .push((value.clone(), source.clone()));
+                }
+            }
+        }
+        for (field, candidates) in &carried {
             let held = values[side as usize].get(field).unwrap_or(&Value::Null);
             let known = state.base.get(field);
             let already = known.is_some_and(|b| match side {
                 Side::Left => &b.left == held,
                 Side::Right => &b.right == held,
             });
-            if sent.get(field) != Some(held) || already {
+            let Some((_, source)) = candidates.iter().rev().find(|(value, _)| value == held) else {
+                continue;
+            };
+            if already {
                 continue;
             }
             out.push(match side {

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_field_times.sql"),
     include_str!("migrations/0004_resolutions.sql"),
     include_str!("migrations/0005_removal_approval.sql"),
+    include_str!("migrations/0006_sent_values.sql"),
 ];
 
 /// The schema version this build brings a store to.

@@ -106,6 +106,10 @@ pub struct LinkState {
     /// echo is then ours, not an edit; or it may be half of a merge whose
     /// other half is confirmed, and must still be made.
     pub in_flight: [Option<InFlight>; 2],
+    /// Per side and canonical field, the values queued writes carried there
+    /// and not yet seen confirmed, each with the other side's value when it
+    /// was decided: (value, source).
+    pub sent: [BTreeMap<String, Vec<(Value, Value)>>; 2],
 }
 
 /// An update queued and not confirmed.
@@ -157,6 +161,8 @@ pub struct PlannedWrite {
     pub sources: BTreeMap<String, Value>,
     /// Why each field is written (the rule, or `changed`).
     pub reasons: BTreeMap<String, String>,
+    /// Per canonical field, the value written (none for marks and removals).
+    pub values: BTreeMap<String, Value>,
 }
 
 /// A conflict to open or refresh, with both sides' change times.
@@ -831,12 +837,32 @@ impl Store {
                 sources: from_json(&fields)?,
             });
         }
+        let mut sent: [BTreeMap<String, Vec<(Value, Value)>>; 2] = Default::default();
+        let mut statement = self.conn.prepare_cached(
+            "SELECT side, field, value, source FROM sent_values WHERE link_id = ?1",
+        )?;
+        let rows = statement.query_map([link.id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (side, field, value, source) = row?;
+            sent[parse_side(&side)? as usize]
+                .entry(field)
+                .or_default()
+                .push((from_json(&value)?, from_json(&source)?));
+        }
         Ok(LinkState {
             link,
             base,
             snapshots,
             resolutions,
             in_flight,
+            sent,
         })
     }
 
@@ -994,6 +1020,35 @@ impl Store {
         fail::fail_point!("finish-before-commit");
         tx.commit()?;
         Ok(dead)
+    }
+
+    // ---- planning ------------------------------------------------------------
+
+    /// Write a consistent copy of the whole store to `path` (a new file), even
+    /// while an engine works on it.
+    pub fn copy_to(&self, path: &Path) -> Result<()> {
+        self.conn
+            .execute("VACUUM INTO ?1", [path.display().to_string()])?;
+        Ok(())
+    }
+
+    /// Every write queued for `pair`, oldest first, whatever its due time.
+    pub fn queued_writes(&self, pair: &str) -> Result<Vec<OutboxRow>> {
+        let mut all = Vec::new();
+        for side in Side::BOTH {
+            all.extend(self.due_writes(pair, side, Millis::MAX, usize::MAX >> 1, false)?);
+        }
+        all.sort_by_key(|row| row.id);
+        Ok(all)
+    }
+
+    /// The match keys of every link of `pair`.
+    pub fn link_keys(&self, pair: &str) -> Result<std::collections::BTreeSet<String>> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT match_key FROM links WHERE pair = ?1")?;
+        let rows = statement.query_map([pair], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     // ---- removals waiting for approval -------------------------------------
@@ -1346,6 +1401,8 @@ fn apply_change(
     }
     for (field, (left, right)) in &change.agreed {
         upsert_base(tx, link, field, left, right, now)?;
+        tx.prepare_cached("DELETE FROM sent_values WHERE link_id = ?1 AND field = ?2")?
+            .execute(params![link, field])?;
     }
     let written: HashSet<Side> = change.writes.iter().map(|w| w.side).collect();
     let stale = Side::BOTH
@@ -1385,6 +1442,22 @@ fn apply_change(
             uuid::Uuid::new_v4().to_string(),
             now
         ])?;
+        if matches!(write.op, WriteOp::Update { .. }) {
+            for (field, value) in &write.values {
+                let source = write.sources.get(field).unwrap_or(&Value::Null);
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO sent_values (link_id, side, field, value, source)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    link,
+                    write.side.as_str(),
+                    field,
+                    to_json(value),
+                    to_json(source)
+                ])?;
+            }
+        }
         applied.writes_queued += 1;
     }
     for note in &change.conflicts {
@@ -1650,6 +1723,10 @@ fn confirm(
     }
     for (field, left, right) in base {
         upsert_base(tx, link, field, left, right, now)?;
+        tx.prepare_cached(
+            "DELETE FROM sent_values WHERE link_id = ?1 AND side = ?2 AND field = ?3",
+        )?
+        .execute(params![link, side.as_str(), field])?;
     }
     let payload: Value = from_json(&payload)?;
     audit(
