@@ -676,7 +676,7 @@ pub fn echoes(
     let mut out = Vec::new();
     for side in Side::BOTH {
         // The queued write, and every earlier one a later decision replaced.
-        let mut carried: BTreeMap<String, Vec<(Value, Value)>> = state.sent[side as usize].clone();
+        let mut carried = state.sent[side as usize].clone();
         if let Some(flight) = &state.in_flight[side as usize] {
             let sent = policy.canonical(side, &flight.payload);
             for (field, source) in &flight.sources {

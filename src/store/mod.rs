@@ -106,11 +106,13 @@ pub struct LinkState {
     /// echo is then ours, not an edit; or it may be half of a merge whose
     /// other half is confirmed, and must still be made.
     pub in_flight: [Option<InFlight>; 2],
-    /// Per side and canonical field, the values queued writes carried there
-    /// and not yet seen confirmed, each with the other side's value when it
-    /// was decided: (value, source).
-    pub sent: [BTreeMap<String, Vec<(Value, Value)>>; 2],
+    /// Per side, the values queued writes carried there and not yet seen confirmed.
+    pub sent: [SentValues; 2],
 }
+
+/// Per canonical field, values sent to one side, each with the other side's
+/// value when its write was decided: (value, source).
+pub type SentValues = BTreeMap<String, Vec<(Value, Value)>>;
 
 /// An update queued and not confirmed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -818,12 +820,26 @@ impl Store {
             });
         }
         let resolutions = self.pending_resolutions(link.id)?;
+        let in_flight = self.in_flight(link.id)?;
+        let sent = self.sent_values(link.id)?;
+        Ok(LinkState {
+            link,
+            base,
+            snapshots,
+            resolutions,
+            in_flight,
+            sent,
+        })
+    }
+
+    /// The update queued to each side of a link and not confirmed yet.
+    fn in_flight(&self, link_id: i64) -> Result<[Option<InFlight>; 2]> {
         let mut in_flight: [Option<InFlight>; 2] = Default::default();
         let mut statement = self.conn.prepare_cached(
             "SELECT side, payload, fields FROM outbox
              WHERE link_id = ?1 AND status = 'pending' AND op = 'update'",
         )?;
-        let rows = statement.query_map([link.id], |r| {
+        let rows = statement.query_map([link_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -837,11 +853,16 @@ impl Store {
                 sources: from_json(&fields)?,
             });
         }
-        let mut sent: [BTreeMap<String, Vec<(Value, Value)>>; 2] = Default::default();
+        Ok(in_flight)
+    }
+
+    /// The values queued writes carried to each side of a link, not yet seen confirmed.
+    fn sent_values(&self, link_id: i64) -> Result<[SentValues; 2]> {
+        let mut sent: [SentValues; 2] = Default::default();
         let mut statement = self.conn.prepare_cached(
             "SELECT side, field, value, source FROM sent_values WHERE link_id = ?1",
         )?;
-        let rows = statement.query_map([link.id], |r| {
+        let rows = statement.query_map([link_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -856,14 +877,7 @@ impl Store {
                 .or_default()
                 .push((from_json(&value)?, from_json(&source)?));
         }
-        Ok(LinkState {
-            link,
-            base,
-            snapshots,
-            resolutions,
-            in_flight,
-            sent,
-        })
+        Ok(sent)
     }
 
     // ---- applying decisions -----------------------------------------------
