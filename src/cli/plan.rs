@@ -60,18 +60,15 @@ pub async fn plan(path: &Path, json: bool) -> Result<ExitCode, Failure> {
     let config = Config::load(path).map_err(bad_input)?;
     let dir = tempfile::tempdir().map_err(|e| Failure::from(anyhow::anyhow!(e)))?;
     let copy = dir.path().join("plan.sqlite");
-    // What the real store holds now: links and open conflicts, by pair.
-    let mut known_links: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // What the real store holds now: links (pair, key) and open conflicts.
+    let mut known_links: BTreeSet<(String, String)> = BTreeSet::new();
     let mut known_conflicts: BTreeSet<i64> = BTreeSet::new();
     if config.store_path.exists() {
         let store =
             open_existing_store(&config.store_path).map_err(|e| bad_input(anyhow::anyhow!(e)))?;
         store.copy_to(&copy)?;
         known_conflicts = store.conflicts(false)?.iter().map(|c| c.id).collect();
-        for pair in pair_names(&config)? {
-            let keys = store.link_keys(&pair)?;
-            known_links.insert(pair, keys);
-        }
+        known_links = store.link_keys()?;
     }
     let mut planned = config.clone();
     planned.store_path = copy;
@@ -88,7 +85,7 @@ pub async fn plan(path: &Path, json: bool) -> Result<ExitCode, Failure> {
         let policy = engine
             .policy_named(&pair)
             .expect("a reported pair has a policy");
-        let known = known_links.get(&pair).cloned().unwrap_or_default();
+        let known = known_links.clone();
         let known_conflicts = known_conflicts.clone();
         let connectors = [policy.left.clone(), policy.right.clone()];
         let names = connectors.clone();
@@ -132,9 +129,10 @@ pub async fn plan(path: &Path, json: bool) -> Result<ExitCode, Failure> {
                     });
                 }
                 let links = s
-                    .link_keys(&pair)?
+                    .link_keys()?
                     .into_iter()
-                    .filter(|k| !known.contains(k))
+                    .filter(|link| link.0 == pair && !known.contains(link))
+                    .map(|(_, key)| key)
                     .collect();
                 let conflicts = s
                     .conflicts(false)?
@@ -169,19 +167,6 @@ pub async fn plan(path: &Path, json: bool) -> Result<ExitCode, Failure> {
         print!("{}", render(&plans));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn pair_names(config: &Config) -> Result<Vec<String>, Failure> {
-    let schemas = crate::engine::ConfigSchemas(config);
-    config
-        .pairs
-        .iter()
-        .map(|file| {
-            crate::policy::load(file, &schemas)
-                .map(|p| p.name)
-                .map_err(|problems| bad_input(anyhow::anyhow!(problems.to_string())))
-        })
-        .collect()
 }
 
 fn render(plans: &[PairPlan]) -> String {

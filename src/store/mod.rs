@@ -1056,12 +1056,13 @@ impl Store {
         Ok(all)
     }
 
-    /// The match keys of every link of `pair`.
-    pub fn link_keys(&self, pair: &str) -> Result<std::collections::BTreeSet<String>> {
+    /// Every link as (pair, match key).
+    pub fn link_keys(&self) -> Result<std::collections::BTreeSet<(String, String)>> {
         let mut statement = self
             .conn
-            .prepare_cached("SELECT match_key FROM links WHERE pair = ?1")?;
-        let rows = statement.query_map([pair], |r| r.get::<_, String>(0))?;
+            .prepare_cached("SELECT pair, match_key FROM links")?;
+        let rows =
+            statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
