@@ -86,6 +86,8 @@ struct RawConnector {
     max_connections: Option<usize>,
     timeout_secs: Option<u64>,
     max_retries: Option<u32>,
+    breaker_failure_percent: Option<Spanned<u32>>,
+    breaker_cooldown_secs: Option<u64>,
     client_secret_env: Option<Spanned<String>>,
     client_secret_file: Option<Spanned<String>>,
     legacy_signatures: Option<bool>,
@@ -159,6 +161,11 @@ pub struct Common {
     pub timeout: Option<Duration>,
     /// Retries of transport errors, 429 and 5xx.
     pub max_retries: Option<u32>,
+    /// Share of recent calls (percent) that must fail to pause the connector;
+    /// above 100 never pauses it.
+    pub breaker_failure_percent: Option<u32>,
+    /// How long the connector first pauses.
+    pub breaker_cooldown: Option<Duration>,
 }
 
 /// A configured connector.
@@ -203,6 +210,14 @@ impl ConnectorSettings {
 
     /// Settings shared by every connector.
     pub fn common(&self) -> &Common {
+        match self {
+            ConnectorSettings::HubSpot { common, .. }
+            | ConnectorSettings::Mailchimp { common, .. } => common,
+        }
+    }
+
+    /// The settings every connector has, to change.
+    pub fn common_mut(&mut self) -> &mut Common {
         match self {
             ConnectorSettings::HubSpot { common, .. }
             | ConnectorSettings::Mailchimp { common, .. } => common,
@@ -458,6 +473,18 @@ impl Config {
                 ));
             }
             let rate_limit = rate(&c.rate_limit, &mut problems);
+            if let Some(percent) = c
+                .breaker_failure_percent
+                .as_ref()
+                .filter(|p| *p.get_ref() == 0)
+            {
+                problems.push(at(
+                    percent.span(),
+                    format!(
+                        "{prefix}.breaker_failure_percent: must be 1 or more (above 100 never pauses the connector)"
+                    ),
+                ));
+            }
             let common = |credential: Credential| Common {
                 base_url: c.base_url.as_ref().map(|u| u.get_ref().clone()),
                 base_url_at: c
@@ -469,6 +496,8 @@ impl Config {
                 rate_limit,
                 timeout: c.timeout_secs.map(Duration::from_secs),
                 max_retries: c.max_retries,
+                breaker_failure_percent: c.breaker_failure_percent.as_ref().map(|p| *p.get_ref()),
+                breaker_cooldown: c.breaker_cooldown_secs.map(Duration::from_secs),
             };
             let settings = match kind {
                 "hubspot" => {

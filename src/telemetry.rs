@@ -4,6 +4,7 @@
 //! connector; see `describe` for the names.
 
 use std::sync::OnceLock;
+use tandem_core::breaker::BreakerState;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -89,6 +90,14 @@ fn describe() {
         "tandem_poll_lag_seconds",
         "Seconds since the last full poll of a connector."
     );
+    describe_gauge!(
+        "tandem_circuit_state",
+        "A connector's circuit breaker: 0 closed, 1 half-open (probing), 2 open (paused)."
+    );
+    describe_gauge!(
+        "tandem_circuit_opened",
+        "Times a connector's circuit breaker opened since the engine started."
+    );
     describe_histogram!("tandem_pass_seconds", "How long a pass of a pair took.");
 }
 
@@ -121,6 +130,15 @@ pub fn record_pass(
         counter!("tandem_api_throttled_total", "connector" => connector.clone())
             .increment(report.traffic[side].throttled);
         gauge!("tandem_removals_held", &labels).set(report.held_removals[side] as f64);
+        let breaker = &report.breakers[side];
+        let state = match breaker.state {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        };
+        gauge!("tandem_circuit_state", "connector" => connector.clone()).set(state);
+        gauge!("tandem_circuit_opened", "connector" => connector.clone())
+            .set(breaker.opened as f64);
         if let Some(at) = last_poll {
             gauge!("tandem_poll_lag_seconds", &labels).set(((now - at).max(0) / 1000) as f64);
         }

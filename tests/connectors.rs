@@ -78,6 +78,32 @@ async fn without_a_lookback_the_late_change_would_be_lost() {
 }
 
 #[tokio::test]
+async fn with_search_lagging_every_write_the_lookback_still_reads_each_change() {
+    let seed = Seed {
+        properties: vec![],
+        contacts: vec![contact_at("ada@example.com", &[], None)],
+    };
+    let (sim, client) = portal(seed, Duration::from_secs(60)).await;
+    let (_, cursor) = poll_all(&client, None).await;
+    sim.set_search_lag(Duration::from_secs(10));
+    sim.advance_clock(Duration::from_secs(5));
+    let ada = sim
+        .edit("ada@example.com", &[("firstname", "Augusta")])
+        .unwrap();
+    let (seen, cursor) = poll_all(&client, cursor).await;
+    assert!(
+        !seen.contains(&ada),
+        "search does not show it yet: {seen:?}"
+    );
+    sim.advance_clock(Duration::from_secs(11));
+    let (seen, _) = poll_all(&client, cursor).await;
+    assert!(
+        seen.contains(&ada),
+        "the next poll reaches back for it: {seen:?}"
+    );
+}
+
+#[tokio::test]
 async fn more_than_10000_changed_contacts_are_all_read_past_the_search_cap() {
     // 10,500 changed contacts; 300 of them share one modification time at a window's edge.
     let contacts = (0..10_500)

@@ -1,14 +1,17 @@
 //! Convergence, as a property: any sequence of edits on both sides, creates,
-//! email changes and passes, with lost answers and refused writes along the
-//! way, ends (once the faults stop and the engine has caught up) with both
-//! systems holding the same people with the same values, no open conflict, and
-//! a last pass that writes nothing.
+//! deletes, email changes and passes, with lost answers, refused writes and
+//! misbehaving APIs (throttling, 5xx, cut connections, garbled bodies) along
+//! the way, ends (once the faults stop and the engine has caught up) with both
+//! systems holding the same people with the same values, no deleted record
+//! back, no open conflict, and a last pass that writes nothing.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::json;
+
+use tandem_core::sim::ApiFaults;
 
 use crate::support::{World, contact, member};
 
@@ -30,6 +33,12 @@ enum Op {
     Create { hubspot: bool },
     /// A subscriber changes their email address in Mailchimp.
     Rename { person: usize },
+    /// Someone archives a person in HubSpot or in Mailchimp. The shipped policy
+    /// marks the other side rather than removing it there.
+    Delete { hubspot: bool, person: usize },
+    /// Both APIs misbehave during the next pass: each request has this many
+    /// chances in 100 of a throttle, a 5xx, a cut connection or a garbled body.
+    Misbehave { percent: u8 },
     /// The next pass's writes go wrong: answers lost after HubSpot or Mailchimp
     /// wrote, or Mailchimp refusing before it writes.
     Faults {
@@ -46,6 +55,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (any::<bool>(), 0..PEOPLE, 0u8..4, 0u8..4).prop_map(|(hubspot, person, field, value)| Op::Edit { hubspot, person, field, value }),
         1 => any::<bool>().prop_map(|hubspot| Op::Create { hubspot }),
         1 => (0..PEOPLE).prop_map(|person| Op::Rename { person }),
+        1 => (any::<bool>(), 0..PEOPLE).prop_map(|(hubspot, person)| Op::Delete { hubspot, person }),
+        1 => (0u8..8).prop_map(|percent| Op::Misbehave { percent }),
         2 => (0u8..3, 0u8..3, 0u8..3).prop_map(|(lose_hubspot, lose_mailchimp, refuse_mailchimp)| Op::Faults { lose_hubspot, lose_mailchimp, refuse_mailchimp }),
         3 => Just(Op::Pass),
     ]
@@ -96,6 +107,9 @@ async fn play(ops: Vec<Op>) {
     let mut in_mailchimp = emails.clone();
     let mut made = 0;
     let mut faults = [0u32; 3];
+    let mut misbehave = 0u8;
+    // Who was archived where: (in HubSpot, in Mailchimp).
+    let mut deleted = [(false, false); PEOPLE];
     for op in ops {
         match op {
             Op::Edit {
@@ -110,9 +124,12 @@ async fn play(ops: Vec<Op>) {
                 } else {
                     format!("{tag} {value}")
                 };
+                // People edit only records that are not archived on their side.
                 if hubspot && field != 3 {
-                    world.hubspot.edit(&emails[person], &[(property, &text)]);
-                } else {
+                    if !deleted[person].0 {
+                        world.hubspot.edit(&emails[person], &[(property, &text)]);
+                    }
+                } else if !deleted[person].1 {
                     world.mailchimp.edit(&in_mailchimp[person], &[(tag, &text)]);
                 }
             }
@@ -129,6 +146,7 @@ async fn play(ops: Vec<Op>) {
                         .await;
                 }
             }
+            Op::Rename { person } if deleted[person].1 => {}
             Op::Rename { person } => {
                 made += 1;
                 let email = format!("moved{made}@example.com");
@@ -137,6 +155,30 @@ async fn play(ops: Vec<Op>) {
                     .await;
                 in_mailchimp[person] = email;
             }
+            Op::Delete {
+                hubspot: true,
+                person,
+            } => {
+                // HubSpot holds the person under the email Mailchimp gave it, or an older one.
+                let id = world.hubspot.contacts().into_iter().find_map(|c| {
+                    let email = c.properties.get("email").cloned().flatten()?;
+                    (email == in_mailchimp[person] || email == emails[person]).then_some(c.id)
+                });
+                if let Some(id) = id {
+                    world.hubspot.archive(&id);
+                }
+                deleted[person].0 = true;
+            }
+            Op::Delete {
+                hubspot: false,
+                person,
+            } => {
+                world
+                    .mailchimp
+                    .set_status(&in_mailchimp[person], "archived");
+                deleted[person].1 = true;
+            }
+            Op::Misbehave { percent } => misbehave = percent,
             Op::Faults {
                 lose_hubspot,
                 lose_mailchimp,
@@ -147,28 +189,32 @@ async fn play(ops: Vec<Op>) {
                 world.hubspot.lose_answers(faults[0]);
                 world.mailchimp.lose_answers(faults[1]);
                 world.mailchimp.refuse_writes(faults[2]);
+                let share = f64::from(misbehave) / 100.0;
+                let api = ApiFaults {
+                    throttle: share,
+                    server_error: share,
+                    reset: share,
+                    malformed: share,
+                    ..ApiFaults::default()
+                };
+                world.hubspot.api_faults().set(api);
+                world.mailchimp.api_faults().set(api);
                 faults = [0; 3];
+                misbehave = 0;
                 world.clock.advance(Duration::from_secs(3600));
                 world.pass(&engine).await;
                 world.hubspot.lose_answers(0);
                 world.mailchimp.lose_answers(0);
                 world.mailchimp.refuse_writes(0);
+                world.hubspot.api_faults().set(ApiFaults::default());
+                world.mailchimp.api_faults().set(ApiFaults::default());
             }
         }
         world.later();
     }
 
     // The engine catches up.
-    let mut quiet = false;
-    for _ in 0..10 {
-        world.clock.advance(Duration::from_secs(3600));
-        let report = world.pass(&engine).await;
-        if report.writes() == 0 && report.pending == 0 {
-            quiet = true;
-            break;
-        }
-    }
-    assert!(quiet, "the engine goes quiet");
+    assert!(world.catch_up(&engine).await, "the engine goes quiet");
     let counts = engine
         .store()
         .call(|s| s.counts("hubspot-mailchimp"))
@@ -202,8 +248,30 @@ async fn play(ops: Vec<Op>) {
         (hubspot.iter().collect(), mailchimp.iter().collect());
     assert_eq!(h.len(), hubspot.len(), "no duplicate in HubSpot");
     assert_eq!(m.len(), mailchimp.len(), "no duplicate in Mailchimp");
-    assert_eq!(h, m, "the same people on both sides");
-    for email in &hubspot {
+    // An archived record stays archived; its counterpart stays where it was.
+    for (person, (in_hubspot, in_chimp)) in deleted.iter().copied().enumerate() {
+        let (first, now) = (&emails[person], &in_mailchimp[person]);
+        if in_hubspot {
+            assert!(
+                !h.contains(first) && !h.contains(now),
+                "{now} stays archived in HubSpot"
+            );
+        }
+        if in_chimp {
+            assert!(!m.contains(now), "{now} stays archived in Mailchimp");
+        }
+        if !in_hubspot && !in_chimp {
+            assert!(h.contains(now) && m.contains(now), "{now} on both sides");
+        }
+    }
+    let both: BTreeSet<&String> = h.intersection(&m).copied().collect();
+    let once: Vec<&&String> = h.symmetric_difference(&m).collect();
+    let archived_people = deleted.iter().filter(|(a, b)| *a || *b).count();
+    assert!(
+        once.len() <= 2 * archived_people,
+        "only archived people are on one side only: {once:?}"
+    );
+    for email in both {
         for (property, tag) in FIELDS {
             assert_eq!(
                 world.hubspot_value(email, property),

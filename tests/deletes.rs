@@ -396,3 +396,35 @@ async fn many_archives_at_once_wait_for_a_person_to_approve_them() {
     let done = world.pass(&engine).await;
     assert_eq!(done.removed, [0, 3], "{done:?}");
 }
+
+#[tokio::test]
+async fn a_write_to_a_contact_archived_unseen_finds_it_archived_instead_of_failing() {
+    let world = linked(MARKS).await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    // Archived in HubSpot with no webhook: polling (search) does not show archives.
+    assert!(world.hubspot.archive(&ada_id(&world)));
+    world.later();
+    world.mailchimp.edit(ADA, &[("LNAME", "King")]);
+    for _ in 0..4 {
+        world.clock.advance(std::time::Duration::from_secs(3600));
+        world.pass(&engine).await;
+    }
+    let counts = engine
+        .store()
+        .call(|s| s.counts("hubspot-mailchimp"))
+        .await
+        .unwrap();
+    let dead = engine.store().call(|s| s.dead_letters()).await.unwrap();
+    assert_eq!(
+        (counts.pending_writes, counts.dead_letters),
+        (0, 0),
+        "{dead:?}"
+    );
+    assert!(world.hubspot.contacts().is_empty(), "nothing re-created");
+    assert_eq!(
+        world.mailchimp_value(ADA, "CRMSTATUS").as_deref(),
+        Some("archived"),
+        "the member is marked once the archive is found"
+    );
+}

@@ -89,6 +89,17 @@ async fn metrics_after_a_pass_count_reads_writes_links_and_requests() {
         0.0
     );
     assert!(value("tandem_poll_lag_seconds", &[pair, ("connector", "hubspot")]) >= 0.0);
+    for connector in ["hubspot", "mailchimp"] {
+        assert_eq!(
+            value("tandem_circuit_state", &[("connector", connector)]),
+            0.0,
+            "{connector}'s circuit is closed"
+        );
+        assert_eq!(
+            value("tandem_circuit_opened", &[("connector", connector)]),
+            0.0
+        );
+    }
     assert!(
         text.contains("# TYPE tandem_pass_seconds histogram"),
         "{text}"

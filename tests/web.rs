@@ -459,6 +459,11 @@ async fn health_dead_letters_and_the_policy_editor_say_what_is_wrong() {
         "two linked records: {health}"
     );
     assert!(health.contains("<a href=\"/conflicts?pair=hubspot-mailchimp\">1</a>"));
+    assert!(
+        health.contains("<td class=\"circuit-closed\">closed</td>"),
+        "each connector's circuit breaker: {health}"
+    );
+    assert!(health.contains("Webhooks today"));
 
     let (_, letters) = admin.get("/deadletters").await;
     assert!(letters.contains("None."));

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tandem_core::breaker::BreakerState;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -365,6 +366,8 @@ struct PairStatus {
     refused_policy: Option<crate::store::PolicyVersion>,
     /// Archives and deletes no person approved yet (held when more than the limit).
     removals_waiting: usize,
+    /// Each connector's circuit breaker, API calls and webhooks today.
+    health: [crate::store::ConnectorHealth; 2],
     /// Whether nothing below needs a person or an operator.
     healthy: bool,
     /// What does, if anything.
@@ -379,6 +382,23 @@ fn pair_problems(
     now: tandem_core::Millis,
 ) -> Vec<String> {
     let mut problems = Vec::new();
+    for (connector, health) in pair.connectors.iter().zip(&pair.health) {
+        match health.breaker {
+            BreakerState::Closed => {}
+            BreakerState::Open => problems.push(format!(
+                "{connector} is paused after repeated failures (circuit open)"
+            )),
+            BreakerState::HalfOpen => problems.push(format!(
+                "{connector} is being probed after repeated failures (circuit half-open)"
+            )),
+        }
+        if health.webhooks_refused_today > 0 && health.webhooks_today == 0 {
+            problems.push(format!(
+                "every webhook from {connector} today was refused ({}): check its secret",
+                health.webhooks_refused_today
+            ));
+        }
+    }
     if pair.counts.dead_letters > 0 {
         problems.push(format!("{} dead letter(s)", pair.counts.dead_letters));
     }
@@ -429,6 +449,7 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
         }
     }
     let dead = store.dead_letters()?;
+    let now = tandem_core::clock::now_millis();
     let mut pairs = Vec::new();
     for policy in &policies {
         pairs.push(PairStatus {
@@ -446,11 +467,14 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 .cloned()
                 .collect(),
             removals_waiting: store.removals(Some(&policy.name))?.len(),
+            health: [
+                store.connector_health(&policy.left, now)?,
+                store.connector_health(&policy.right, now)?,
+            ],
             healthy: true,
             problems: Vec::new(),
         });
     }
-    let now = tandem_core::clock::now_millis();
     for pair in &mut pairs {
         pair.problems = pair_problems(pair, &config.engine, now);
         pair.healthy = pair.problems.is_empty();
@@ -529,6 +553,27 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
         }
         println!("  last poll        {left}: {}", ago(pair.last_poll[0]));
         println!("                   {right}: {}", ago(pair.last_poll[1]));
+        for (i, (connector, health)) in pair.connectors.iter().zip(&pair.health).enumerate() {
+            let label = if i == 0 {
+                "connectors      "
+            } else {
+                "                "
+            };
+            println!(
+                "  {label} {connector}: circuit {}{}, {} API calls today ({} throttled), webhooks today {} accepted, {} refused, last {}",
+                health.breaker.as_str(),
+                if health.breaker_opened > 0 {
+                    format!(" (opened {} times)", health.breaker_opened)
+                } else {
+                    String::new()
+                },
+                health.requests_today,
+                health.throttled_today,
+                health.webhooks_today,
+                health.webhooks_refused_today,
+                ago(health.last_webhook_at),
+            );
+        }
         if pair.healthy {
             println!("  health           ok");
         } else {

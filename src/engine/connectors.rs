@@ -74,6 +74,13 @@ impl AnyConnector {
             if let Some(retries) = common.max_retries {
                 http.max_retries = retries;
             }
+            if let Some(percent) = common.breaker_failure_percent {
+                http.breaker.failure_ratio = f64::from(percent) / 100.0;
+            }
+            if let Some(cooldown) = common.breaker_cooldown {
+                http.breaker.cooldown = cooldown;
+                http.breaker.max_cooldown = http.breaker.max_cooldown.max(cooldown);
+            }
             http
         };
         let invalid = |e: ConnectorError| Located {
@@ -221,6 +228,14 @@ impl AnyConnector {
         }
     }
 
+    /// Where the connector's circuit breaker stands.
+    pub fn breaker(&self) -> tandem_core::breaker::BreakerView {
+        match self {
+            AnyConnector::HubSpot(c) => c.breaker(),
+            AnyConnector::Mailchimp(c) => c.breaker(),
+        }
+    }
+
     /// Most writes worth handing to [`AnyConnector::apply`] at once.
     pub fn write_batch(&self) -> usize {
         match self {
@@ -280,6 +295,7 @@ pub fn transient_delay(error: &ConnectorError, fallback: Duration) -> Duration {
             retry_after: Some(wait),
             ..
         } => *wait,
+        ConnectorError::Paused { retry_in, .. } => *retry_in,
         _ => fallback,
     }
 }

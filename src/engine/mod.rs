@@ -148,6 +148,8 @@ pub struct PairReport {
     pub timings: Timings,
     /// Requests made to each side's API in this pass, and throttling answers met.
     pub traffic: [TrafficStats; 2],
+    /// Each side's circuit breaker after the pass.
+    pub breakers: [tandem_core::breaker::BreakerView; 2],
 }
 
 /// Where a pass's time went, in milliseconds.
@@ -299,6 +301,11 @@ impl Engine {
         self.pairs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Where the circuit breaker of the connector of this name stands.
+    pub fn breaker(&self, connector: &str) -> Option<tandem_core::breaker::BreakerView> {
+        self.connectors.get(connector).map(|c| c.breaker())
+    }
+
     /// Requests made and throttled so far by the connector of this name.
     pub fn traffic(&self, connector: &str) -> Option<TrafficStats> {
         self.connectors.get(connector).map(|c| c.traffic())
@@ -404,15 +411,27 @@ impl Engine {
                     .map(|s| (p.name.clone(), s))
             })
             .collect();
-        let now = self.clock.now();
+        let (now, name) = (self.clock.now(), connector.to_string());
         let new = self
             .store
-            .call(move |s| s.record_hints(&targets, &hints, now))
+            .call(move |s| {
+                let new = s.record_hints(&targets, &hints, now)?;
+                s.note_webhook(&name, true, now)?;
+                Ok(new)
+            })
             .await?;
         if new > 0 {
             self.nudge.notify_one();
         }
         Ok(new)
+    }
+
+    /// Count a webhook delivery the listener refused (signature, age, unreadable).
+    pub async fn note_refused_webhook(&self, connector: &str) -> Result<(), StoreError> {
+        let (now, name) = (self.clock.now(), connector.to_string());
+        self.store
+            .call(move |s| s.note_webhook(&name, false, now))
+            .await
     }
 
     /// Fetch the records that pending hints name and stage them, batch by batch.
@@ -577,11 +596,29 @@ impl Engine {
                 requests: now.requests - before.requests,
                 throttled: now.throttled - before.throttled,
             };
+            report.breakers[side as usize] = self.connector(policy, side).breaker();
         }
-        let pair = policy.name.clone();
+        let (pair, connectors, traffic, breakers, now) = (
+            policy.name.clone(),
+            report.connectors.clone(),
+            report.traffic,
+            report.breakers,
+            self.clock.now(),
+        );
         let (counts, last_polls) = self
             .store
-            .call(move |s| Ok((s.counts(&pair)?, s.last_polls(&pair)?)))
+            .call(move |s| {
+                for side in 0..2 {
+                    s.note_traffic(
+                        &connectors[side],
+                        &breakers[side],
+                        traffic[side].requests,
+                        traffic[side].throttled,
+                        now,
+                    )?;
+                }
+                Ok((s.counts(&pair)?, s.last_polls(&pair)?))
+            })
             .await?;
         report.open_conflicts = counts.open_conflicts;
         report.pending = counts.pending_writes;
@@ -976,6 +1013,10 @@ impl Engine {
             let now = self.clock.now();
             let sent = connector.apply(&writes).await;
             fail::fail_point!("flush-after-send");
+            // Records a write found missing are read again next pass (archives
+            // included), as a webhook would have them read: an archive polling
+            // cannot see then tombstones the link instead of failing the write.
+            let mut missing = Vec::new();
             let finishes: Vec<Finish> = match sent {
                 Err(error) if error.kind() == ErrorKind::Fatal => return Err(PullError::Connector(error)),
                 Err(error) => {
@@ -1004,6 +1045,14 @@ impl Engine {
                             Finish::Confirmed { row: row.id, record, base, new_key }
                         }
                         Err(error) if error.kind() == ErrorKind::BadRecord => {
+                            if let (ConnectorError::Missing { .. }, tandem_core::WriteOp::Update { id } | tandem_core::WriteOp::Archive { id }) = (&error, &row.op) {
+                                missing.push(tandem_core::Hint {
+                                    event_id: format!("missing:{}:{}", row.id, row.attempts),
+                                    record: tandem_core::RecordRef::Id(id.clone()),
+                                    kind: tandem_core::HintKind::Changed,
+                                    occurred_at: now,
+                                });
+                            }
                             let attempts = row.attempts + 1;
                             report.rejected += 1;
                             report.problem(format!("{} {} on {}: {error}", write_verb(&row.op), row.key, policy.connector(side)));
@@ -1026,7 +1075,13 @@ impl Engine {
             };
             let (pair, now) = (policy.name.clone(), self.clock.now());
             self.store
-                .call(move |s| s.finish(&pair, &finishes, now))
+                .call(move |s| {
+                    s.finish(&pair, &finishes, now)?;
+                    if !missing.is_empty() {
+                        s.record_hints(&[(pair.clone(), side)], &missing, now)?;
+                    }
+                    Ok(())
+                })
                 .await?;
             fail::fail_point!("flush-after-finish");
             if shutdown.is_cancelled() {

@@ -607,7 +607,8 @@ impl App {
         let mut pairs = Vec::new();
         for policy in self.engine.policies() {
             let name = policy.name.clone();
-            let (counts, polls, version, removals) = self
+            let sides = [policy.left.clone(), policy.right.clone()];
+            let (counts, polls, version, removals, health) = self
                 .engine
                 .store()
                 .call(move |s| {
@@ -616,13 +617,18 @@ impl App {
                         s.last_polls(&name)?,
                         s.policy_version(&name, true)?,
                         s.removals(Some(&name))?.len(),
+                        [
+                            s.connector_health(&sides[0], now)?,
+                            s.connector_health(&sides[1], now)?,
+                        ],
                     ))
                 })
                 .await?;
             let connectors = [&policy.left, &policy.right]
                 .into_iter()
                 .zip(polls)
-                .map(|(name, poll)| {
+                .zip(health)
+                .map(|((name, poll), health)| {
                     let traffic = self.engine.traffic(name);
                     ConnectorStatus {
                         name: name.clone(),
@@ -630,6 +636,11 @@ impl App {
                         lag_seconds: poll.map(|at| (now - at).max(0) / 1000),
                         requests: traffic.map(|t| t.requests),
                         throttled: traffic.map(|t| t.throttled),
+                        circuit: self
+                            .engine
+                            .breaker(name)
+                            .map_or(health.breaker, |b| b.state),
+                        health,
                     }
                 })
                 .collect();
@@ -763,6 +774,10 @@ pub struct ConnectorStatus {
     pub requests: Option<u64>,
     /// Answers that throttled (429) since start.
     pub throttled: Option<u64>,
+    /// Its circuit breaker now.
+    pub circuit: tandem_core::breaker::BreakerState,
+    /// Calls and webhooks today, as recorded in the store.
+    pub health: crate::store::ConnectorHealth,
 }
 
 impl IntoResponse for SessionInfo {

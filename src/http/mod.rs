@@ -296,6 +296,9 @@ async fn receive(
         Ok(hints) => hints,
         Err(error) => {
             tracing::warn!(connector, %error, "Webhook refused.");
+            if let Err(error) = intake.engine.note_refused_webhook(&connector).await {
+                tracing::warn!(connector, %error, "A refused webhook could not be counted.");
+            }
             let status = match error {
                 WebhookError::Forged | WebhookError::Stale => StatusCode::UNAUTHORIZED,
                 WebhookError::Malformed(_) => StatusCode::BAD_REQUEST,

@@ -1095,6 +1095,9 @@ struct ConnectorRow {
     lag: String,
     requests: String,
     throttled: String,
+    circuit: &'static str,
+    today: String,
+    webhooks: String,
 }
 
 struct PairHealth {
@@ -1143,6 +1146,20 @@ async fn health(State(app): State<Arc<App>>, WebPerson(person): WebPerson) -> Pa
                         .unwrap_or_else(|| "-".into()),
                     requests: number(c.requests),
                     throttled: number(c.throttled),
+                    circuit: c.circuit.as_str(),
+                    today: format!(
+                        "{} ({} throttled)",
+                        c.health.requests_today, c.health.throttled_today
+                    ),
+                    webhooks: format!(
+                        "{} accepted, {} refused; last {}",
+                        c.health.webhooks_today,
+                        c.health.webhooks_refused_today,
+                        c.health
+                            .last_webhook_at
+                            .map(when)
+                            .unwrap_or_else(|| "never".into())
+                    ),
                     name: c.name,
                 })
                 .collect(),

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_resolutions.sql"),
     include_str!("migrations/0005_removal_approval.sql"),
     include_str!("migrations/0006_sent_values.sql"),
+    include_str!("migrations/0007_connector_health.sql"),
 ];
 
 /// The schema version this build brings a store to.

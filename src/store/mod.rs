@@ -5,6 +5,7 @@
 //! Every method that changes state does so in one transaction, so a crash at any
 //! instant leaves either all of a step or none of it.
 
+mod health;
 mod migrate;
 mod people;
 
@@ -19,6 +20,7 @@ use tandem_core::{FieldMap, Hint, Millis, Record, Standing, WriteOp};
 use crate::reconcile::{Base, ConflictKind, FieldBase, FieldConflict};
 use crate::side::Side;
 
+pub use health::ConnectorHealth;
 pub use people::{
     AuditEntry, AuditFilter, Choice, ConflictFilter, ConflictPage, ConflictRow, DeadLetter,
     PendingResolution, ResolveError, SessionRow,

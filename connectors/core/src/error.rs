@@ -67,6 +67,24 @@ pub enum ConnectorError {
         /// The API's message.
         message: String,
     },
+    /// The API says the record a write names does not exist (any more): it may
+    /// have been archived, merged or deleted since tandem last read it.
+    #[error("{vendor}: record not found: {message}")]
+    Missing {
+        /// The vendor's name.
+        vendor: &'static str,
+        /// The API's message.
+        message: String,
+    },
+    /// The connector's circuit breaker is open: too many recent calls got no
+    /// usable answer, so calls wait until a probe succeeds.
+    #[error("{vendor}: paused after repeated failures; next try in {} s", retry_in.as_secs().max(1))]
+    Paused {
+        /// The vendor's name.
+        vendor: &'static str,
+        /// How long until the probe.
+        retry_in: Duration,
+    },
     /// The API answered something we cannot read.
     #[error("{vendor}: unexpected response: {message}")]
     Protocol {
@@ -89,11 +107,12 @@ impl ConnectorError {
     /// What the engine should do about this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Unreachable { .. } | Self::Server { .. } | Self::Protocol { .. } => {
-                ErrorKind::Retry
-            }
+            Self::Unreachable { .. }
+            | Self::Server { .. }
+            | Self::Protocol { .. }
+            | Self::Paused { .. } => ErrorKind::Retry,
             Self::RateLimited { .. } => ErrorKind::RateLimited,
-            Self::Rejected { .. } => ErrorKind::BadRecord,
+            Self::Rejected { .. } | Self::Missing { .. } => ErrorKind::BadRecord,
             Self::Auth { .. } | Self::Settings { .. } => ErrorKind::Fatal,
         }
     }

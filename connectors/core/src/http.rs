@@ -1,7 +1,8 @@
 //! The HTTP kit every connector uses: one reqwest client, a governor rate
 //! limiter that respects a rolling window, a bound on concurrent requests,
 //! retries that back off on 5xx and transport errors, and throttling read the
-//! vendor's way through a [`ThrottlePolicy`].
+//! vendor's way through a [`ThrottlePolicy`], and a circuit breaker
+//! ([`crate::breaker`]) that stops calling an API that keeps failing.
 //!
 //! It interprets only what is the same for every vendor (transport failures,
 //! 5xx, throttling answers as the policy reads them). Any other status goes back
@@ -19,6 +20,7 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::breaker::{Breaker, BreakerSettings, BreakerView};
 use crate::{ConnectorError, Millis};
 
 /// A governor limiter of one request budget.
@@ -106,6 +108,8 @@ pub struct HttpSettings {
     pub max_concurrency: Option<usize>,
     /// How the vendor says "slow down".
     pub throttle: Arc<dyn ThrottlePolicy>,
+    /// When to stop calling an API that keeps failing.
+    pub breaker: BreakerSettings,
 }
 
 impl fmt::Debug for HttpSettings {
@@ -117,12 +121,14 @@ impl fmt::Debug for HttpSettings {
             .field("backoff", &self.backoff)
             .field("rate", &self.rate)
             .field("max_concurrency", &self.max_concurrency)
+            .field("breaker", &self.breaker)
             .finish_non_exhaustive()
     }
 }
 
 impl HttpSettings {
-    /// Defaults for `vendor`: 30 s timeout, 3 retries from 250 ms, no limits, standard throttling.
+    /// Defaults for `vendor`: 30 s timeout, 3 retries from 250 ms, no limits,
+    /// standard throttling, the default breaker.
     pub fn new(vendor: &'static str) -> Self {
         Self {
             vendor,
@@ -133,6 +139,7 @@ impl HttpSettings {
             rate: None,
             max_concurrency: None,
             throttle: Arc::new(StandardThrottle),
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -146,10 +153,10 @@ pub struct TrafficStats {
     pub throttled: u64,
 }
 
-#[derive(Default)]
 struct Shared {
     requests: AtomicU64,
     throttled: AtomicU64,
+    breaker: Mutex<Breaker>,
     /// Until when the vendor told us to stop (fail fast) or to wait (sleep).
     paused_until: Mutex<Option<Instant>>,
     waiting_until: Mutex<Option<Instant>>,
@@ -182,8 +189,17 @@ impl HttpKit {
             connections: settings
                 .max_concurrency
                 .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            shared: Arc::new(Shared {
+                requests: AtomicU64::new(0),
+                throttled: AtomicU64::new(0),
+                breaker: Mutex::new(Breaker::new(
+                    settings.breaker,
+                    settings.timeout + Duration::from_secs(1),
+                )),
+                paused_until: Mutex::new(None),
+                waiting_until: Mutex::new(None),
+            }),
             settings: Arc::new(settings),
-            shared: Arc::new(Shared::default()),
         })
     }
 
@@ -205,6 +221,18 @@ impl HttpKit {
         }
     }
 
+    /// Where the circuit breaker stands.
+    pub fn breaker(&self) -> BreakerView {
+        self.breaker_lock().view(Instant::now())
+    }
+
+    fn breaker_lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.shared
+            .breaker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Send a request within the budget, retrying transport errors, throttling and 5xx.
     /// Any other response, success or not, is returned for the connector to read.
     pub async fn send(&self, request: RequestBuilder) -> Result<Response, ConnectorError> {
@@ -222,6 +250,9 @@ impl HttpKit {
         let mut attempt = 0;
         loop {
             self.wait_for_budget().await?;
+            if let Err(retry_in) = self.breaker_lock().admit(Instant::now()) {
+                return Err(ConnectorError::Paused { vendor, retry_in });
+            }
             if let Some(limiter) = &self.limiter {
                 limiter.until_ready().await;
             }
@@ -246,6 +277,10 @@ impl HttpKit {
             self.shared.requests.fetch_add(1, Ordering::Relaxed);
             let result = request.send().await;
             drop(permit);
+            let failed = result
+                .as_ref()
+                .map_or(true, |response| response.status().is_server_error());
+            self.breaker_lock().record(Instant::now(), failed);
             let retries_left = attempt < self.settings.max_retries;
             let backoff = self.settings.backoff * 2u32.saturating_pow(attempt);
             attempt += 1;

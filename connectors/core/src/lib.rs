@@ -6,6 +6,7 @@
 //! and the HTTP kit (client, rate limiter, retries) they share. It knows nothing
 //! of sync logic, SQL or policies.
 
+pub mod breaker;
 pub mod clock;
 mod connector;
 mod error;

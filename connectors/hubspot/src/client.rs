@@ -243,6 +243,11 @@ impl HubSpotClient {
         self.kit.stats()
     }
 
+    /// Where the circuit breaker stands.
+    pub fn breaker(&self) -> tandem_core::breaker::BreakerView {
+        self.kit.breaker()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -712,14 +717,20 @@ fn match_outcomes(writes: &[&Write], response: BatchResponse) -> Vec<WriteOutcom
                 | WriteOp::Archive { id }
                 | WriteOp::DeletePermanently { id } => errors.get(id).copied(),
             });
-            Err(ConnectorError::Rejected {
-                vendor: VENDOR,
-                status: 207,
-                message: error.map_or_else(
-                    || "the batch response did not mention this input".to_string(),
-                    |e| format!("{}: {}", e.category, e.message),
-                ),
-            })
+            match error {
+                Some(e) if e.category == "OBJECT_NOT_FOUND" => Err(ConnectorError::Missing {
+                    vendor: VENDOR,
+                    message: e.message.clone(),
+                }),
+                _ => Err(ConnectorError::Rejected {
+                    vendor: VENDOR,
+                    status: 207,
+                    message: error.map_or_else(
+                        || "the batch response did not mention this input".to_string(),
+                        |e| format!("{}: {}", e.category, e.message),
+                    ),
+                }),
+            }
         })
         .collect()
 }

@@ -163,6 +163,11 @@ impl MailchimpClient {
         self.kit.stats()
     }
 
+    /// Where the circuit breaker stands.
+    pub fn breaker(&self) -> tandem_core::breaker::BreakerView {
+        self.kit.breaker()
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.kit
             .client()
@@ -856,6 +861,10 @@ async fn expect_ok(response: Response) -> Result<Response, ConnectorError> {
         401 | 403 => ConnectorError::Auth {
             vendor: VENDOR,
             status: code,
+            message,
+        },
+        404 => ConnectorError::Missing {
+            vendor: VENDOR,
             message,
         },
         _ => ConnectorError::Rejected {

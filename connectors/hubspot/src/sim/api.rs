@@ -43,6 +43,7 @@ pub fn router(sim: HubSpotSim) -> Router {
         })
         .layer(middleware::from_fn_with_state(sim.clone(), journal))
         .layer(middleware::from_fn_with_state(sim.clone(), lose_answers))
+        .layer(middleware::from_fn_with_state(sim.clone(), faults))
         .layer(middleware::from_fn_with_state(sim.clone(), limit))
         .layer(middleware::from_fn_with_state(sim.clone(), authenticate))
         .layer(middleware::from_fn_with_state(sim.clone(), stamp_date))
@@ -220,21 +221,7 @@ async fn limit(State(sim): State<HubSpotSim>, request: Request, next: Next) -> R
     };
     match budget {
         Budget::Spent(policy, wait_ms) => {
-            let body = json!({
-                "status": "error",
-                "message": format!("You have reached your {} limit.", policy.to_lowercase()),
-                "errorType": "RATE_LIMIT",
-                "correlationId": uuid::Uuid::new_v4().to_string(),
-                "policyName": policy,
-            });
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-            if config.retry_after {
-                let seconds = (wait_ms.max(0) + 999) / 1000;
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, seconds.max(1).into());
-            }
-            response
+            rate_limited(policy, config.retry_after.then_some(wait_ms))
         }
         Budget::Granted(headers) => {
             if !config.latency.is_zero() {
@@ -249,6 +236,49 @@ async fn limit(State(sim): State<HubSpotSim>, request: Request, next: Next) -> R
             response
         }
     }
+}
+
+/// HubSpot's 429: the policy that refused, and `Retry-After` when the simulator sends it.
+fn rate_limited(policy: &str, wait_ms: Option<i64>) -> Response {
+    let body = json!({
+        "status": "error",
+        "message": format!("You have reached your {} limit.", policy.to_lowercase()),
+        "errorType": "RATE_LIMIT",
+        "correlationId": uuid::Uuid::new_v4().to_string(),
+        "policyName": policy,
+    });
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    if let Some(wait_ms) = wait_ms {
+        let seconds = (wait_ms.max(0) + 999) / 1000;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.max(1).into());
+    }
+    response
+}
+
+/// The faults a test set on the API (see [`tandem_core::sim::ApiFaults`]).
+async fn faults(State(sim): State<HubSpotSim>, request: Request, next: Next) -> Response {
+    let retry_after = sim.config.retry_after;
+    sim.faults
+        .serve(
+            request,
+            next,
+            |wait| {
+                rate_limited(
+                    "TEN_SECONDLY_ROLLING",
+                    retry_after.then_some(wait.as_millis() as i64),
+                )
+            },
+            |status| {
+                error(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    "INTERNAL_ERROR",
+                    "internal error".into(),
+                )
+            },
+        )
+        .await
 }
 
 async fn authenticate(State(sim): State<HubSpotSim>, request: Request, next: Next) -> Response {
@@ -527,7 +557,7 @@ async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
 /// Ids of live contacts matching the search, in its sort order.
 fn matching_ids(portal: &Portal, request: &SearchRequest) -> Result<Vec<u64>, Response> {
     let mut ids = matching_ids_now(portal, request)?;
-    if !portal.unindexed.is_empty() {
+    if !portal.unindexed.is_empty() || portal.search_lag > 0 {
         ids.retain(|id| portal.searchable(*id));
     }
     Ok(ids)

@@ -29,7 +29,7 @@ pub use state::PropertyDef;
 use state::{Source, State};
 
 use serde_json::Value;
-use tandem_core::sim::{Envelope, Webhooks};
+use tandem_core::sim::{ApiFaultSwitch, Envelope, Webhooks};
 
 use crate::model::SimplePublicObject;
 
@@ -179,6 +179,7 @@ pub struct SimStats {
 pub struct HubSpotSim {
     state: Arc<Mutex<State>>,
     config: Arc<SimConfig>,
+    faults: ApiFaultSwitch,
 }
 
 impl HubSpotSim {
@@ -187,7 +188,20 @@ impl HubSpotSim {
         Self {
             state: Arc::new(Mutex::new(State::new(&config))),
             config: Arc::new(config),
+            faults: ApiFaultSwitch::default(),
         }
+    }
+
+    /// The API's faults: set them to throttle, fail, slow down, cut off or
+    /// garble answers while the simulator runs.
+    pub fn api_faults(&self) -> &ApiFaultSwitch {
+        &self.faults
+    }
+
+    /// Keep every change out of search for `lag` after it is made, as HubSpot's
+    /// search index trails writes (by seconds, sometimes more); zero to stop.
+    pub fn set_search_lag(&self, lag: Duration) {
+        self.lock().search_lag = lag.as_millis() as i64;
     }
 
     /// Load a seed. Seeded values skip validation, as data imported long ago can;

@@ -216,6 +216,8 @@ pub struct State {
     pub blocklist: std::collections::HashSet<String>,
     /// Contacts whose latest change search does not show until then (search lags).
     pub unindexed: HashMap<u64, Millis>,
+    /// How long every change stays out of search after it is made.
+    pub search_lag: Millis,
     /// Where webhook events go, once a test or the demo asks for them.
     pub webhooks: Option<tandem_core::sim::Webhooks>,
     next_event_id: u64,
@@ -331,7 +333,13 @@ impl State {
 
     /// Whether search shows the contact's latest change yet.
     pub fn searchable(&self, id: u64) -> bool {
-        self.unindexed.get(&id).is_none_or(|at| *at <= self.now())
+        let now = self.now();
+        self.unindexed.get(&id).is_none_or(|at| *at <= now)
+            && (self.search_lag == 0
+                || self
+                    .contacts
+                    .get(&id)
+                    .is_none_or(|c| c.updated + self.search_lag <= now))
     }
 
     pub fn live_ids(&self) -> impl Iterator<Item = u64> + '_ {

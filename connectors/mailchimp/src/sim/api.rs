@@ -56,6 +56,7 @@ pub fn router(sim: MailchimpSim) -> Router {
         .layer(middleware::from_fn_with_state(sim.clone(), journal))
         .layer(middleware::from_fn_with_state(sim.clone(), lose_answers))
         .layer(middleware::from_fn_with_state(sim.clone(), refuse_writes))
+        .layer(middleware::from_fn_with_state(sim.clone(), faults))
         .layer(middleware::from_fn_with_state(
             sim.clone(),
             limit_connections,
@@ -189,19 +190,43 @@ async fn limit_connections(
         .is_some_and(|max| in_flight > max)
     {
         sim.lock().stats.throttled += 1;
-        if sim.config.refuse_with_403 {
-            return StatusCode::FORBIDDEN.into_response();
-        }
-        return reject(
-            429,
-            "Too Many Requests",
-            "You have exceeded the limit of 10 simultaneous connections.",
-        );
+        return too_many(&sim);
     }
     if !sim.config.latency.is_zero() {
         tokio::time::sleep(sim.config.latency).await;
     }
     next.run(request).await
+}
+
+/// Mailchimp's throttling answer: a 429 problem (Mailchimp sends no
+/// `Retry-After`), or, if configured, the bodiless 403 seen at very high volumes.
+fn too_many(sim: &MailchimpSim) -> Response {
+    if sim.config.refuse_with_403 {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    reject(
+        429,
+        "TooManyRequests",
+        "You have exceeded the limit of 10 simultaneous connections.",
+    )
+}
+
+/// The faults a test set on the API (see [`tandem_core::sim::ApiFaults`]).
+async fn faults(State(sim): State<MailchimpSim>, request: Request, next: Next) -> Response {
+    sim.faults
+        .serve(
+            request,
+            next,
+            |_| too_many(&sim),
+            |status| {
+                reject(
+                    status,
+                    "Internal Server Error",
+                    "An unexpected internal error has occurred.",
+                )
+            },
+        )
+        .await
 }
 
 async fn authenticate(State(sim): State<MailchimpSim>, request: Request, next: Next) -> Response {

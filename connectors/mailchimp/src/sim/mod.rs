@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 pub use state::MergeFieldDef;
 use state::State;
 
-use tandem_core::sim::{Envelope, Webhooks};
+use tandem_core::sim::{ApiFaultSwitch, Envelope, Webhooks};
 
 use crate::model::Member;
 
@@ -174,6 +174,7 @@ pub struct MailchimpSim {
     config: Arc<SimConfig>,
     /// Requests in flight, counted outside the state's lock.
     in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    faults: ApiFaultSwitch,
 }
 
 impl MailchimpSim {
@@ -186,7 +187,14 @@ impl MailchimpSim {
             state: Arc::new(Mutex::new(state)),
             config: Arc::new(config),
             in_flight: Arc::default(),
+            faults: ApiFaultSwitch::default(),
         }
+    }
+
+    /// The API's faults: set them to throttle, fail, slow down, cut off or
+    /// garble answers while the simulator runs.
+    pub fn api_faults(&self) -> &ApiFaultSwitch {
+        &self.faults
     }
 
     /// Load a seed. Seeded values skip validation, as data imported long ago can.
