@@ -67,6 +67,7 @@ struct RawEngine {
     max_attempts: Option<u32>,
     removal_limit: Option<u64>,
     removal_limit_percent: Option<u32>,
+    reconcile_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +243,9 @@ pub struct EngineSettings {
     /// The same as a share of the pair's links, in percent: whichever of the
     /// two is smaller holds the removals (never below one record).
     pub removal_limit_percent: u32,
+    /// How often `tandem run` lists both systems in full and compares them with
+    /// the state (`tandem reconcile` without `--fix`); `None`: never.
+    pub reconcile_every: Option<Duration>,
 }
 
 impl EngineSettings {
@@ -262,6 +266,7 @@ impl Default for EngineSettings {
             max_attempts: 8,
             removal_limit: 50,
             removal_limit_percent: 10,
+            reconcile_every: Some(Duration::from_secs(86_400)),
         }
     }
 }
@@ -389,6 +394,11 @@ impl Config {
                 .removal_limit_percent
                 .unwrap_or(defaults.removal_limit_percent)
                 .min(100),
+            reconcile_every: match raw.engine.reconcile_interval_secs {
+                None => defaults.reconcile_every,
+                Some(0) => None,
+                Some(secs) => Some(Duration::from_secs(secs)),
+            },
         };
 
         let mut connectors = BTreeMap::new();

@@ -98,7 +98,30 @@ fn describe() {
         "tandem_circuit_opened",
         "Times a connector's circuit breaker opened since the engine started."
     );
+    describe_gauge!(
+        "tandem_drift_records",
+        "Records found by the last full comparison, by kind: different, missing, extra, settling."
+    );
+    describe_gauge!(
+        "tandem_drift_checked_timestamp_seconds",
+        "When the last full comparison of a pair ran (Unix time)."
+    );
     describe_histogram!("tandem_pass_seconds", "How long a pass of a pair took.");
+}
+
+/// Record what a full comparison of a pair found.
+pub fn record_drift(report: &crate::engine::DriftReport) {
+    let counts = &report.counts;
+    for (kind, n) in [
+        ("different", counts.different),
+        ("missing", counts.missing),
+        ("extra", counts.extra),
+        ("settling", counts.settling),
+    ] {
+        gauge!("tandem_drift_records", "pair" => report.pair.clone(), "kind" => kind).set(n as f64);
+    }
+    gauge!("tandem_drift_checked_timestamp_seconds", "pair" => report.pair.clone())
+        .set((counts.at / 1000) as f64);
 }
 
 /// Record what one pass of a pair did, and the pair's state after it.

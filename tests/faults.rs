@@ -8,28 +8,9 @@ use std::time::Duration;
 use tandem_core::breaker::BreakerState;
 use tandem_core::sim::ApiFaults;
 
-use crate::support::{World, contact, member};
+use crate::support::{World, people};
 
 const PAIR: &str = "hubspot-mailchimp";
-
-fn people(
-    n: usize,
-) -> (
-    Vec<tandem_hubspot::sim::SeedContact>,
-    Vec<tandem_mailchimp::sim::SeedMember>,
-) {
-    let emails: Vec<String> = (0..n).map(|i| format!("p{i}@example.com")).collect();
-    (
-        emails
-            .iter()
-            .map(|e| contact(e, &[("firstname", "F"), ("lastname", "L")]))
-            .collect(),
-        emails
-            .iter()
-            .map(|e| member(e, &[("FNAME", "F"), ("LNAME", "L")]))
-            .collect(),
-    )
-}
 
 /// Each connector waits at most `timeout` for an answer and retries `retries` times.
 fn impatient(world: &mut World, timeout: Duration, retries: u32) {

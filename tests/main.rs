@@ -8,6 +8,7 @@ mod cli;
 mod connectors;
 mod converge;
 mod deletes;
+mod drift;
 mod faults;
 mod hubspot_history;
 mod limits;

@@ -49,6 +49,21 @@ pub fn contact_at(
 }
 
 /// A Mailchimp member for a seed.
+/// `n` people, p0@example.com and on, in both systems with first name F and last name L.
+pub fn people(n: usize) -> (Vec<SeedContact>, Vec<SeedMember>) {
+    let emails: Vec<String> = (0..n).map(|i| format!("p{i}@example.com")).collect();
+    (
+        emails
+            .iter()
+            .map(|e| contact(e, &[("firstname", "F"), ("lastname", "L")]))
+            .collect(),
+        emails
+            .iter()
+            .map(|e| member(e, &[("FNAME", "F"), ("LNAME", "L")]))
+            .collect(),
+    )
+}
+
 pub fn member(email: &str, merge_fields: &[(&str, &str)]) -> SeedMember {
     SeedMember {
         email_address: email.into(),

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 mod people;
 mod plan;
 mod policy;
+mod reconcile;
 
 use crate::config::{Config, DEFAULT_FILE};
 use crate::engine::{Clock, Engine, PassReport, SetupError, open_existing_store};
@@ -49,6 +50,18 @@ enum Command {
     Plan {
         #[command(flatten)]
         config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List both systems in full and compare them with the state: matched,
+    /// different, missing and extra records. Exits 1 when they drifted apart.
+    Reconcile {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Stage what differs (and records never linked) for the next pass to repair.
+        #[arg(long)]
+        fix: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -250,6 +263,9 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Sync(args) => run_forever(&args.config.config).await,
         Command::Run(args) => run_forever(&args.config).await,
         Command::Plan { config, json } => plan::plan(&config.config, json).await,
+        Command::Reconcile { config, fix, json } => {
+            reconcile::reconcile(&config.config, fix, json).await
+        }
         Command::Status { config, json } => status(&config.config, json),
         Command::Conflicts(command) => people::conflicts(command),
         Command::DeadLetters(command) => people::dead_letters(command),
@@ -368,6 +384,8 @@ struct PairStatus {
     removals_waiting: usize,
     /// Each connector's circuit breaker, API calls and webhooks today.
     health: [crate::store::ConnectorHealth; 2],
+    /// The last full comparison of both systems with the state.
+    drift: Option<crate::store::DriftCounts>,
     /// Whether nothing below needs a person or an operator.
     healthy: bool,
     /// What does, if anything.
@@ -398,6 +416,12 @@ fn pair_problems(
                 health.webhooks_refused_today
             ));
         }
+    }
+    if let Some(drift) = pair.drift.filter(|d| d.different + d.missing > 0) {
+        problems.push(format!(
+            "the last comparison found {} record(s) different and {} missing (tandem reconcile)",
+            drift.different, drift.missing
+        ));
     }
     if pair.counts.dead_letters > 0 {
         problems.push(format!("{} dead letter(s)", pair.counts.dead_letters));
@@ -471,6 +495,7 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 store.connector_health(&policy.left, now)?,
                 store.connector_health(&policy.right, now)?,
             ],
+            drift: store.last_drift(&policy.name)?,
             healthy: true,
             problems: Vec::new(),
         });
@@ -573,6 +598,18 @@ fn status(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
                 health.webhooks_refused_today,
                 ago(health.last_webhook_at),
             );
+        }
+        match &pair.drift {
+            None => println!("  drift            never compared (tandem reconcile)"),
+            Some(d) => println!(
+                "  drift            compared {}: {} matched, {} different, {} missing, {} extra, {} settling",
+                ago(Some(d.at)),
+                d.matched,
+                d.different,
+                d.missing,
+                d.extra,
+                d.settling
+            ),
         }
         if pair.healthy {
             println!("  health           ok");

@@ -8,6 +8,7 @@
 //! write is sent twice, and every write is idempotent.
 
 pub mod connectors;
+mod drift;
 mod plan;
 mod reload;
 
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 pub use connectors::{AnyConnector, ConfigSchemas, Reads};
+pub use drift::{Difference, DriftReport, Extra, Missing, Progress};
 pub use plan::{Item, Skip, confirmed_base, needs_dates, plan};
 
 use crate::store::Change;
@@ -99,6 +101,15 @@ pub enum PassError {
     /// The state store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A system could not be read in full just now (network, 5xx, throttling);
+    /// only a full comparison (`tandem reconcile`) fails this way.
+    #[error("pair {pair}: {error}")]
+    Unavailable {
+        /// The pair.
+        pair: String,
+        /// The error.
+        error: ConnectorError,
+    },
 }
 
 /// What one pass did to one pair.
@@ -370,6 +381,11 @@ impl Engine {
         mut on_pass: impl FnMut(&PassReport),
     ) -> Result<(), PassError> {
         let mut next_poll = tokio::time::Instant::now();
+        // The first pass reads everything anyway; the first comparison comes one interval later.
+        let mut next_drift = self
+            .settings
+            .reconcile_every
+            .map(|every| tokio::time::Instant::now() + every);
         while !shutdown.is_cancelled() {
             let report = if tokio::time::Instant::now() >= next_poll {
                 next_poll = tokio::time::Instant::now() + self.settings.poll_interval;
@@ -378,6 +394,29 @@ impl Engine {
                 self.hint_pass(&shutdown).await?
             };
             on_pass(&report);
+            if let (Some(due), Some(every)) = (next_drift, self.settings.reconcile_every)
+                && tokio::time::Instant::now() >= due
+            {
+                next_drift = Some(tokio::time::Instant::now() + every);
+                match self.drift(false, &mut ()).await {
+                    Ok(reports) => {
+                        for report in reports {
+                            let c = report.counts;
+                            if report.clean() {
+                                info!(pair = %report.pair, matched = c.matched, "Both systems match the state.");
+                            } else {
+                                warn!(pair = %report.pair, different = c.different, missing = c.missing, extra = c.extra, "The systems drifted from the state; `tandem reconcile --fix` stages repairs.");
+                            }
+                        }
+                    }
+                    Err(PassError::Fatal { pair, error }) => {
+                        return Err(PassError::Fatal { pair, error });
+                    }
+                    Err(error) => {
+                        warn!(%error, "The scheduled comparison failed; it runs again next interval.")
+                    }
+                }
+            }
             // Policy files are looked at every few seconds, even between polls.
             let wake = if self.watch.is_some() {
                 next_poll.min(tokio::time::Instant::now() + POLICY_CHECK)

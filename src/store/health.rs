@@ -132,6 +132,82 @@ impl Store {
     }
 }
 
+/// Counts of the last full comparison of a pair's two systems against the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct DriftCounts {
+    /// When it ran.
+    pub at: Millis,
+    /// Records listed on each side.
+    pub listed: [u64; 2],
+    /// Links whose records agree on every field.
+    pub matched: u64,
+    /// Links whose records disagree with nothing waiting to settle it.
+    pub different: u64,
+    /// Links whose record was not listed on a side (and is not known archived).
+    pub missing: u64,
+    /// Records listed, in scope, with no link.
+    pub extra: u64,
+    /// Links that disagree while a conflict or a queued write settles them.
+    pub settling: u64,
+}
+
+impl Store {
+    /// Keep the counts of a comparison, replacing the pair's previous one.
+    pub fn save_drift(&mut self, pair: &str, counts: &DriftCounts) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO drift
+                 (pair, at, listed_left, listed_right, matched, different, missing, extra, settling)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                pair,
+                counts.at,
+                counts.listed[0] as i64,
+                counts.listed[1] as i64,
+                counts.matched as i64,
+                counts.different as i64,
+                counts.missing as i64,
+                counts.extra as i64,
+                counts.settling as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The pair's last comparison, if one ran.
+    pub fn last_drift(&self, pair: &str) -> Result<Option<DriftCounts>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT at, listed_left, listed_right, matched, different, missing, extra, settling
+                 FROM drift WHERE pair = ?1",
+                [pair],
+                |r| {
+                    let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)? as u64) };
+                    Ok(DriftCounts {
+                        at: r.get(0)?,
+                        listed: [n(1)?, n(2)?],
+                        matched: n(3)?,
+                        different: n(4)?,
+                        missing: n(5)?,
+                        extra: n(6)?,
+                        settling: n(7)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Links of a pair with an open conflict or a queued or dead write.
+    pub fn busy_links(&self, pair: &str) -> Result<std::collections::HashSet<i64>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT link_id FROM conflicts WHERE pair = ?1 AND status = 'open'
+             UNION SELECT link_id FROM outbox WHERE pair = ?1",
+        )?;
+        let rows = statement.query_map([pair], |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

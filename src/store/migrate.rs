@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_removal_approval.sql"),
     include_str!("migrations/0006_sent_values.sql"),
     include_str!("migrations/0007_connector_health.sql"),
+    include_str!("migrations/0008_drift.sql"),
 ];
 
 /// The schema version this build brings a store to.

@@ -20,7 +20,7 @@ use tandem_core::{FieldMap, Hint, Millis, Record, Standing, WriteOp};
 use crate::reconcile::{Base, ConflictKind, FieldBase, FieldConflict};
 use crate::side::Side;
 
-pub use health::ConnectorHealth;
+pub use health::{ConnectorHealth, DriftCounts};
 pub use people::{
     AuditEntry, AuditFilter, Choice, ConflictFilter, ConflictPage, ConflictRow, DeadLetter,
     PendingResolution, ResolveError, SessionRow,

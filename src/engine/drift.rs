@@ -1,0 +1,323 @@
+//! Drift: both systems listed in full and compared, record by record, with
+//! what the state says is linked. Passes read only what changed; this finds
+//! what they could have missed (a change no cursor or webhook brought, a
+//! record deleted with no event, a record never linked) and says so. With
+//! `fix`, the records that differ or were never linked are staged, so the next
+//! pass decides them three-way against the base like any pulled record:
+//! repairs go through the normal path (policy, outbox, audit). A record
+//! missing on one side is only reported: absence never means deletion.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::Value;
+use tandem_core::{ConnectorError, Millis, Record, Standing};
+
+use super::{Engine, PassError};
+use crate::policy::Policy;
+use crate::side::Side;
+use crate::store::{DriftCounts, Link, StoreError};
+
+/// A linked pair of records that disagree.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Difference {
+    /// The match key.
+    pub key: String,
+    /// Canonical field -> (left value, right value).
+    pub fields: BTreeMap<String, (Value, Value)>,
+    /// Whether an open conflict or a queued write already covers the link.
+    pub settling: bool,
+}
+
+/// A linked record not found in its system's listing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Missing {
+    /// The match key.
+    pub key: String,
+    /// The connector it was not found in.
+    pub connector: String,
+    /// Its id there.
+    pub id: String,
+    /// Whether reading it by id found it archived (an archive no webhook or
+    /// poll brought); otherwise it is not found at all.
+    pub archived: bool,
+}
+
+/// A record in scope with no link.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Extra {
+    /// The connector it is in.
+    pub connector: String,
+    /// Its id there.
+    pub id: String,
+    /// Its match key, if it has one.
+    pub key: Option<String>,
+}
+
+/// One pair's comparison.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DriftReport {
+    /// The pair.
+    pub pair: String,
+    /// Left and right connector.
+    pub connectors: [String; 2],
+    /// The counts, as stored.
+    pub counts: DriftCounts,
+    /// Links whose records disagree.
+    pub different: Vec<Difference>,
+    /// Linked records not listed.
+    pub missing: Vec<Missing>,
+    /// Records with no link.
+    pub extra: Vec<Extra>,
+    /// Records staged for the next pass (with `fix`).
+    pub staged: usize,
+}
+
+impl DriftReport {
+    /// Whether the systems and the state agree, apart from what is settling.
+    pub fn clean(&self) -> bool {
+        self.counts.different == 0 && self.counts.missing == 0 && self.counts.extra == 0
+    }
+}
+
+/// What a comparison reports as it lists.
+pub trait Progress {
+    /// `records` more were listed from `side`.
+    fn listed(&mut self, side: Side, records: usize);
+}
+
+impl Progress for () {
+    fn listed(&mut self, _: Side, _: usize) {}
+}
+
+impl Engine {
+    /// Compare both systems of every pair in full against the state; store
+    /// the counts; with `fix`, stage what differs for the next pass.
+    pub async fn drift(
+        &self,
+        fix: bool,
+        progress: &mut impl Progress,
+    ) -> Result<Vec<DriftReport>, PassError> {
+        let mut reports = Vec::new();
+        for policy in self.policies() {
+            reports.push(self.drift_pair(&policy, fix, progress).await?);
+        }
+        Ok(reports)
+    }
+
+    async fn drift_pair(
+        &self,
+        policy: &Policy,
+        fix: bool,
+        progress: &mut impl Progress,
+    ) -> Result<DriftReport, PassError> {
+        let failed = |error: ConnectorError| {
+            let pair = policy.name.clone();
+            if error.kind() == tandem_core::ErrorKind::Fatal {
+                PassError::Fatal { pair, error }
+            } else {
+                PassError::Unavailable { pair, error }
+            }
+        };
+        let mut listed: [HashMap<String, Record>; 2] = Default::default();
+        for side in Side::BOTH {
+            let connector = self.connector(policy, side).clone();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = connector.poll(cursor.as_deref()).await.map_err(failed)?;
+                progress.listed(side, page.records.len());
+                for record in page.records {
+                    if record.standing != Standing::Archived {
+                        listed[side as usize].insert(record.id.clone(), record);
+                    }
+                }
+                cursor = Some(page.cursor);
+                if page.full_listing || !page.more {
+                    break;
+                }
+            }
+        }
+        let pair = policy.name.clone();
+        let (links, busy) = self
+            .store
+            .call(move |s| {
+                let mut links = Vec::new();
+                let mut after = 0;
+                loop {
+                    let batch = s.links_after(&pair, after, 5_000)?;
+                    let Some(last) = batch.last() else { break };
+                    after = last.id;
+                    links.extend(batch);
+                }
+                Ok((links, s.busy_links(&pair)?))
+            })
+            .await?;
+        let mut report = compare(policy, &listed, &links, &busy, self.clock.now());
+        let mut stage: Vec<(Side, Vec<Record>)> = Side::BOTH.map(|s| (s, Vec::new())).into();
+        // A record not listed may be archived: read it by id, archives included
+        // (staged with `fix`, the next pass then tombstones its link).
+        for side in Side::BOTH {
+            let name = policy.connector(side);
+            let ids: Vec<String> = report
+                .missing
+                .iter()
+                .filter(|m| m.connector == name)
+                .map(|m| m.id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let found = self
+                .connector(policy, side)
+                .fetch(&ids)
+                .await
+                .map_err(failed)?;
+            for record in found.into_iter().filter(|r| r.is_archived()) {
+                if let Some(missing) = report
+                    .missing
+                    .iter_mut()
+                    .find(|m| m.connector == name && m.id == record.id)
+                {
+                    missing.archived = true;
+                    stage[side as usize].1.push(record);
+                }
+            }
+        }
+        if fix {
+            let by_key: HashMap<&str, &Link> = links.iter().map(|l| (l.key.as_str(), l)).collect();
+            for difference in report.different.iter().filter(|d| !d.settling) {
+                if let Some(link) = by_key.get(difference.key.as_str()) {
+                    for side in Side::BOTH {
+                        if let Some(record) = link
+                            .id_on(side)
+                            .and_then(|id| listed[side as usize].get(id))
+                        {
+                            stage[side as usize].1.push(record.clone());
+                        }
+                    }
+                }
+            }
+            for extra in &report.extra {
+                let side = if extra.connector == policy.left {
+                    Side::Left
+                } else {
+                    Side::Right
+                };
+                if let Some(record) = listed[side as usize].get(&extra.id) {
+                    stage[side as usize].1.push(record.clone());
+                }
+            }
+            report.staged = stage.iter().map(|(_, r)| r.len()).sum();
+            let (pair, now) = (policy.name.clone(), self.clock.now());
+            self.store
+                .call(move |s| s.stage_hinted(&pair, &stage, &[], Millis::MIN, now))
+                .await?;
+        }
+        let (pair, counts) = (policy.name.clone(), report.counts);
+        self.store
+            .call(move |s| s.save_drift(&pair, &counts))
+            .await
+            .map_err(|e: StoreError| PassError::Store(e))?;
+        crate::telemetry::record_drift(&report);
+        Ok(report)
+    }
+}
+
+/// Compare listed records with the links. Pure.
+fn compare(
+    policy: &Policy,
+    listed: &[HashMap<String, Record>; 2],
+    links: &[Link],
+    busy: &HashSet<i64>,
+    now: Millis,
+) -> DriftReport {
+    let connectors = [policy.left.clone(), policy.right.clone()];
+    let mut counts = DriftCounts {
+        at: now,
+        listed: [listed[0].len() as u64, listed[1].len() as u64],
+        ..DriftCounts::default()
+    };
+    let (mut different, mut missing, mut extra) = (Vec::new(), Vec::new(), Vec::new());
+    let mut linked: [HashSet<&str>; 2] = Default::default();
+    for link in links {
+        for side in Side::BOTH {
+            if let Some(id) = link.id_on(side) {
+                linked[side as usize].insert(id);
+            }
+        }
+        // A link archived on a side, or still being created, has nothing to compare.
+        if link.gone.iter().any(|gone| *gone) {
+            continue;
+        }
+        let (Some(left_id), Some(right_id)) = (link.id_on(Side::Left), link.id_on(Side::Right))
+        else {
+            continue;
+        };
+        let found = [listed[0].get(left_id), listed[1].get(right_id)];
+        for side in Side::BOTH {
+            if found[side as usize].is_none() {
+                missing.push(Missing {
+                    key: link.key.clone(),
+                    connector: connectors[side as usize].clone(),
+                    id: link.id_on(side).unwrap_or_default().to_string(),
+                    archived: false,
+                });
+            }
+        }
+        let (Some(left), Some(right)) = (found[0], found[1]) else {
+            continue;
+        };
+        let values = [
+            policy.canonical(Side::Left, &left.fields),
+            policy.canonical(Side::Right, &right.fields),
+        ];
+        let fields: BTreeMap<String, (Value, Value)> = policy
+            .fields
+            .iter()
+            // A field read-only on a side is never written there: it may differ.
+            .filter(|f| !f.readonly(Side::Left) && !f.readonly(Side::Right))
+            .filter_map(|f| {
+                let (l, r) = (values[0].get(&f.name)?, values[1].get(&f.name)?);
+                (l != r).then(|| (f.name.clone(), (l.clone(), r.clone())))
+            })
+            .collect();
+        if fields.is_empty() {
+            counts.matched += 1;
+            continue;
+        }
+        let settling = busy.contains(&link.id);
+        if settling {
+            counts.settling += 1;
+        } else {
+            counts.different += 1;
+        }
+        different.push(Difference {
+            key: link.key.clone(),
+            fields,
+            settling,
+        });
+    }
+    counts.missing = missing.len() as u64;
+    for side in Side::BOTH {
+        let mut unlinked: Vec<&Record> = listed[side as usize]
+            .values()
+            .filter(|r| !linked[side as usize].contains(r.id.as_str()))
+            .filter(|r| policy.in_scope(side, &r.fields))
+            .collect();
+        unlinked.sort_by(|a, b| a.id.cmp(&b.id));
+        extra.extend(unlinked.into_iter().map(|r| Extra {
+            connector: connectors[side as usize].clone(),
+            id: r.id.clone(),
+            key: r.key.clone(),
+        }));
+    }
+    counts.extra = extra.len() as u64;
+    DriftReport {
+        pair: policy.name.clone(),
+        connectors,
+        counts,
+        different,
+        missing,
+        extra,
+        staged: 0,
+    }
+}

@@ -1,0 +1,192 @@
+//! `tandem reconcile`: both systems listed in full and compared with the
+//! state finds what passes missed (a change search showed too late, an archive
+//! no webhook announced, a record not linked yet), `--fix` stages it for the
+//! next pass to repair through the normal path, and `tandem status` reports
+//! the drift until it is gone.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{World, contact, member, people};
+
+fn tandem(world: &World, args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .arg("--config")
+        .arg(world.dir.path().join("tandem.toml"))
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_comparison_finds_what_passes_missed_and_fix_repairs_it() {
+    let (contacts, members) = people(4);
+    let world = World::new(contacts, members).await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+
+    // p0's edit stays out of search until the watermark is past it (no lookback
+    // in these tests): the passes never see it.
+    world.later();
+    world
+        .hubspot
+        .edit("p0@example.com", &[("firstname", "Hidden")]);
+    world
+        .hubspot
+        .delay_indexing("p0@example.com", Duration::from_secs(20));
+    world.later();
+    world
+        .hubspot
+        .edit("p1@example.com", &[("firstname", "Seen")]);
+    world.pass(&engine).await;
+    world.hubspot.advance_clock(Duration::from_secs(30));
+    world.pass(&engine).await;
+    assert_eq!(
+        world.mailchimp_value("p1@example.com", "FNAME").as_deref(),
+        Some("Seen")
+    );
+    assert_eq!(
+        world.mailchimp_value("p0@example.com", "FNAME").as_deref(),
+        Some("F"),
+        "missed"
+    );
+    // p2 is archived in HubSpot with no webhook; search never shows archives.
+    let p2 = world.hubspot.contact_by_email("p2@example.com").unwrap().id;
+    assert!(world.hubspot.archive(&p2));
+    // A signup after the last pass is not linked yet.
+    world
+        .create_in_mailchimp("new@example.com", serde_json::json!({ "FNAME": "New" }))
+        .await;
+    let pending_before = engine
+        .store()
+        .call(|s| s.counts("hubspot-mailchimp"))
+        .await
+        .unwrap();
+
+    let (code, out) = tandem(&world, &["reconcile", "--json"]);
+    assert_eq!(code, Some(1), "drift found: {out}");
+    let reports: Value = serde_json::from_str(&out).unwrap();
+    let report = &reports[0];
+    assert_eq!(
+        report["counts"]["listed"],
+        serde_json::json!([3, 5]),
+        "{report}"
+    );
+    assert_eq!(report["counts"]["matched"], 2, "{report}");
+    assert_eq!(report["counts"]["different"], 1, "{report}");
+    assert_eq!(report["different"][0]["key"], "p0@example.com");
+    assert_eq!(
+        report["different"][0]["fields"]["first_name"],
+        serde_json::json!(["Hidden", "F"])
+    );
+    assert_eq!(report["counts"]["missing"], 1);
+    assert_eq!(report["missing"][0]["key"], "p2@example.com");
+    assert_eq!(report["missing"][0]["connector"], "hubspot");
+    assert_eq!(
+        report["missing"][0]["archived"], true,
+        "read by id, it is archived"
+    );
+    assert_eq!(report["counts"]["extra"], 1);
+    assert_eq!(report["extra"][0]["connector"], "mailchimp");
+    assert_eq!(report["extra"][0]["key"], "new@example.com");
+    assert_eq!(report["staged"], 0, "without --fix nothing is staged");
+    let counts = engine
+        .store()
+        .call(|s| s.counts("hubspot-mailchimp"))
+        .await
+        .unwrap();
+    assert_eq!(counts, pending_before, "a comparison changes nothing");
+
+    let (code, status) = tandem(&world, &["status"]);
+    assert_eq!(code, Some(1), "{status}");
+    assert!(
+        status.contains("1 different, 1 missing, 1 extra")
+            && status.contains("the last comparison found 1 record(s) different and 1 missing"),
+        "{status}"
+    );
+
+    let (code, out) = tandem(&world, &["reconcile", "--fix"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("staged     4 record(s)"),
+        "p0 on both sides, p2's archive, the signup: {out}"
+    );
+    assert!(
+        out.contains(
+            "different  p0@example.com: first_name \"Hidden\" (hubspot) vs \"F\" (mailchimp)"
+        ),
+        "{out}"
+    );
+
+    // The next pass repairs through the normal path.
+    world.clock.advance(Duration::from_secs(3600));
+    let report = world.pass(&engine).await;
+    assert_eq!(report.created, [1, 0], "{report:?}");
+    assert_eq!(
+        world.mailchimp_value("p0@example.com", "FNAME").as_deref(),
+        Some("Hidden")
+    );
+    assert_eq!(
+        world
+            .hubspot_value("new@example.com", "firstname")
+            .as_deref(),
+        Some("New")
+    );
+    assert!(
+        world.mailchimp.member("p2@example.com").is_some(),
+        "an archive deletes nothing"
+    );
+
+    let (code, out) = tandem(&world, &["reconcile"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("matched    4") && out.contains("missing    0"),
+        "{out}"
+    );
+    let (code, status) = tandem(&world, &["status", "--json"]);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status[0]["drift"]["different"], 0, "{status}");
+    assert_eq!(code, Some(0), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_engine_compares_on_its_schedule() {
+    let mut world = World::new(
+        vec![contact("ada@example.com", &[("firstname", "Ada")])],
+        vec![member("ada@example.com", &[("FNAME", "Ada")])],
+    )
+    .await;
+    world.config.engine.reconcile_every = Some(Duration::from_millis(200));
+    world.config.engine.poll_interval = Duration::from_millis(100);
+    let engine = std::sync::Arc::new(world.engine().await);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        async move { engine.run(shutdown, |_| {}).await }
+    });
+    let mut drift = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drift = engine
+            .store()
+            .call(|s| s.last_drift("hubspot-mailchimp"))
+            .await
+            .unwrap();
+        if drift.is_some() {
+            break;
+        }
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    let drift = drift.expect("a comparison ran on schedule");
+    assert_eq!(
+        (drift.listed, drift.matched, drift.different),
+        ([1, 1], 1, 0)
+    );
+}
