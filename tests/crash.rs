@@ -1,13 +1,16 @@
 //! Crash safety: the `tandem` process is killed again and again in the middle
 //! of syncing, at its named crash points (`TANDEM_CRASH_AT`, an abort) and at
 //! random instants (SIGKILL), while people keep editing and creating records
-//! on both simulators, before and during each run (people are linked by a
-//! clean first pass; records are created during the run). After the last kill, a few
+//! on both simulators, changing emails in Mailchimp and archiving records on
+//! either side, before and during each run (people are linked by a clean
+//! first pass; records are created during the run). After the last kill, a few
 //! clean passes must bring both systems to agree, with:
 //!
 //! - every edit made on one side only present on both (none lost),
 //! - every field both sides edited equal on both, holding a value someone wrote,
 //! - no record twice on either side (no duplicate create after a crash),
+//! - a changed email on both sides, the old one on neither,
+//! - an archived record not back on its side, its counterpart kept,
 //! - no open conflict, queued write or dead letter left,
 //! - SQLite's integrity check passing, and one more pass writing nothing.
 //!
@@ -37,6 +40,11 @@ struct Model {
     first_names: BTreeMap<String, BTreeSet<String>>,
     /// People created in one system during the run, with their first name.
     created: BTreeMap<String, String>,
+    /// People who change their email in Mailchimp once, never edited otherwise:
+    /// (first email, the new one once changed).
+    movers: Vec<(String, Option<String>)>,
+    /// People archived once, in HubSpot (`Some(true)`) or Mailchimp (`Some(false)`).
+    leavers: Vec<(String, Option<bool>)>,
     /// Edits and creates made.
     edits: usize,
 }
@@ -48,7 +56,7 @@ impl Model {
             self.edits += 1;
             let tag = format!("{round}x{i}n{}", self.edits);
             let email = self.people[rng.usize(..self.people.len())].clone();
-            match rng.u8(..10) {
+            match rng.u8(..12) {
                 0..=2 => {
                     let phone = format!("+1555{:07}", self.edits);
                     world.hubspot.edit(&email, &[("phone", &phone)]);
@@ -67,6 +75,32 @@ impl Model {
                         world.mailchimp.edit(&email, &[("FNAME", &name)]);
                     }
                     self.first_names.entry(email).or_default().insert(name);
+                }
+                10 => {
+                    let waiting: Vec<usize> = (0..self.movers.len())
+                        .filter(|&m| self.movers[m].1.is_none())
+                        .collect();
+                    if let Some(&m) = waiting.get(rng.usize(..waiting.len().max(1))) {
+                        let new = format!("moved-{tag}@example.com");
+                        world.rename_in_mailchimp(&self.movers[m].0, &new).await;
+                        self.movers[m].1 = Some(new);
+                    }
+                }
+                11 => {
+                    let staying: Vec<usize> = (0..self.leavers.len())
+                        .filter(|&l| self.leavers[l].1.is_none())
+                        .collect();
+                    if let Some(&l) = staying.get(rng.usize(..staying.len().max(1))) {
+                        let email = self.leavers[l].0.clone();
+                        let in_hubspot = rng.bool();
+                        if in_hubspot {
+                            let id = world.hubspot.contact_by_email(&email).unwrap().id;
+                            assert!(world.hubspot.archive(&id));
+                        } else {
+                            world.mailchimp.set_status(&email, "archived").unwrap();
+                        }
+                        self.leavers[l].1 = Some(in_hubspot);
+                    }
                 }
                 8 => {
                     let (email, name) = (format!("new-{tag}@example.com"), format!("New {tag}"));
@@ -186,9 +220,19 @@ async fn killed_at_any_point_the_engine_loses_no_edit_and_duplicates_nothing() {
             ));
         }
     }
+    // Movers and leavers, in both systems from the start.
+    let movers: Vec<String> = (0..4).map(|i| format!("mover{i}@example.com")).collect();
+    let leavers: Vec<String> = (0..4).map(|i| format!("leaver{i}@example.com")).collect();
+    for (i, email) in movers.iter().chain(&leavers).enumerate() {
+        let first = format!("Still{i}");
+        contacts.push(contact(email, &[("firstname", &first)]));
+        members.push(member(email, &[("FNAME", &first)]));
+    }
     let world = World::new(contacts, members).await;
     let mut model = Model {
         people: people.clone(),
+        movers: movers.iter().map(|m| (m.clone(), None)).collect(),
+        leavers: leavers.iter().map(|l| (l.clone(), None)).collect(),
         ..Model::default()
     };
 
@@ -305,8 +349,32 @@ async fn killed_at_any_point_the_engine_loses_no_edit_and_duplicates_nothing() {
             "a duplicate in {system}: {emails:?}"
         );
     }
-    let everyone: BTreeSet<String> = people.iter().chain(model.created.keys()).cloned().collect();
-    for (system, emails) in [("HubSpot", &hubspot), ("Mailchimp", &mailchimp)] {
+    // Movers under their new email on both sides, leavers gone only where archived.
+    let moved = model
+        .movers
+        .iter()
+        .map(|(old, new)| new.as_ref().unwrap_or(old));
+    let everyone: BTreeSet<String> = people
+        .iter()
+        .chain(model.created.keys())
+        .chain(moved)
+        .cloned()
+        .collect();
+    let staying = |in_hubspot: bool| -> BTreeSet<String> {
+        let stays = model
+            .leavers
+            .iter()
+            .filter(|(_, archived)| *archived != Some(in_hubspot));
+        everyone
+            .iter()
+            .cloned()
+            .chain(stays.map(|(email, _)| email.clone()))
+            .collect()
+    };
+    for (system, emails, everyone) in [
+        ("HubSpot", &hubspot, staying(true)),
+        ("Mailchimp", &mailchimp, staying(false)),
+    ] {
         let held: BTreeSet<String> = emails.iter().cloned().collect();
         let missing: Vec<&String> = everyone.difference(&held).collect();
         let story: Vec<String> = missing.iter().map(|email| history_of(&db, email)).collect();
@@ -386,7 +454,16 @@ async fn killed_at_any_point_the_engine_loses_no_edit_and_duplicates_nothing() {
     let links: i64 = db
         .query_row("SELECT count(*) FROM links", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(links as usize, everyone.len(), "one link per person");
+    assert_eq!(
+        links as usize,
+        everyone.len() + model.leavers.len(),
+        "one link per person"
+    );
+    let (renamed, archived) = (
+        model.movers.iter().filter(|m| m.1.is_some()).count(),
+        model.leavers.iter().filter(|l| l.1.is_some()).count(),
+    );
+    println!("{renamed} email changes and {archived} archives among them");
 }
 
 /// What the state file knows of one email: its link, audit rows and queued writes.
