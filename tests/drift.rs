@@ -153,6 +153,25 @@ async fn a_full_comparison_finds_what_passes_missed_and_fix_repairs_it() {
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status[0]["drift"]["different"], 0, "{status}");
     assert_eq!(code, Some(0), "{status}");
+
+    // A change made after the last poll is settling, not drift: the next pass reads it.
+    let polled = world.clock.now();
+    let ahead = (polled - tandem_core::clock::now_millis()).max(0) as u64 + 60_000;
+    world.mailchimp.advance_clock(Duration::from_millis(ahead));
+    world
+        .mailchimp
+        .edit("p3@example.com", &[("LNAME", "Fresh")]);
+    let (code, out) = tandem(&world, &["reconcile", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let reports: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            &reports[0]["counts"]["different"],
+            &reports[0]["counts"]["settling"]
+        ),
+        (&Value::from(0), &Value::from(1)),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

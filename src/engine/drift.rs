@@ -24,7 +24,8 @@ pub struct Difference {
     pub key: String,
     /// Canonical field -> (left value, right value).
     pub fields: BTreeMap<String, (Value, Value)>,
-    /// Whether an open conflict or a queued write already covers the link.
+    /// Whether an open conflict or a queued write already covers the link, or
+    /// a record changed after its side's last poll (the next pass reads it).
     pub settling: bool,
 }
 
@@ -137,7 +138,7 @@ impl Engine {
             }
         }
         let pair = policy.name.clone();
-        let (links, busy) = self
+        let (links, busy, polls) = self
             .store
             .call(move |s| {
                 let mut links = Vec::new();
@@ -148,10 +149,10 @@ impl Engine {
                     after = last.id;
                     links.extend(batch);
                 }
-                Ok((links, s.busy_links(&pair)?))
+                Ok((links, s.busy_links(&pair)?, s.last_polls(&pair)?))
             })
             .await?;
-        let mut report = compare(policy, &listed, &links, &busy, self.clock.now());
+        let mut report = compare(policy, &listed, &links, &busy, polls, self.clock.now());
         let mut stage: Vec<(Side, Vec<Record>)> = Side::BOTH.map(|s| (s, Vec::new())).into();
         // A record not listed may be archived: read it by id, archives included
         // (staged with `fix`, the next pass then tombstones its link).
@@ -222,12 +223,16 @@ impl Engine {
     }
 }
 
-/// Compare listed records with the links. Pure.
+/// Compare listed records with the links. A link that disagrees is
+/// "settling", not drift, while a conflict or a queued write covers it or
+/// while one of its records changed after that side's last poll (the next
+/// pass reads it). Pure.
 fn compare(
     policy: &Policy,
     listed: &[HashMap<String, Record>; 2],
     links: &[Link],
     busy: &HashSet<i64>,
+    last_polls: [Option<Millis>; 2],
     now: Millis,
 ) -> DriftReport {
     let connectors = [policy.left.clone(), policy.right.clone()];
@@ -284,7 +289,11 @@ fn compare(
             counts.matched += 1;
             continue;
         }
-        let settling = busy.contains(&link.id);
+        let unread = |side: Side, record: &Record| {
+            last_polls[side as usize].is_none_or(|polled| record.updated_at > polled)
+        };
+        let settling =
+            busy.contains(&link.id) || unread(Side::Left, left) || unread(Side::Right, right);
         if settling {
             counts.settling += 1;
         } else {
