@@ -4,10 +4,10 @@
 //! connector; see `describe` for the names.
 
 use std::sync::OnceLock;
-use tandem_core::breaker::BreakerState;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tandem_core::breaker::BreakerState;
 
 use crate::engine::PairReport;
 use crate::store::Counts;

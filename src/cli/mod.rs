@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tandem_core::breaker::BreakerState;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tandem_core::breaker::BreakerState;
 use tokio_util::sync::CancellationToken;
 
 mod people;

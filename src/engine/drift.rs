@@ -15,7 +15,7 @@ use tandem_core::{ConnectorError, Millis, Record, Standing};
 use super::{Engine, PassError};
 use crate::policy::Policy;
 use crate::side::Side;
-use crate::store::{DriftCounts, Link, StoreError};
+use crate::store::{DriftCounts, Link};
 
 /// A linked pair of records that disagree.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -34,6 +34,8 @@ pub struct Difference {
 pub struct Missing {
     /// The match key.
     pub key: String,
+    /// The side it was not found on.
+    pub side: Side,
     /// The connector it was not found in.
     pub connector: String,
     /// Its id there.
@@ -46,6 +48,8 @@ pub struct Missing {
 /// A record in scope with no link.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Extra {
+    /// The side it is on.
+    pub side: Side,
     /// The connector it is in.
     pub connector: String,
     /// Its id there.
@@ -157,11 +161,10 @@ impl Engine {
         // A record not listed may be archived: read it by id, archives included
         // (staged with `fix`, the next pass then tombstones its link).
         for side in Side::BOTH {
-            let name = policy.connector(side);
             let ids: Vec<String> = report
                 .missing
                 .iter()
-                .filter(|m| m.connector == name)
+                .filter(|m| m.side == side)
                 .map(|m| m.id.clone())
                 .collect();
             if ids.is_empty() {
@@ -176,7 +179,7 @@ impl Engine {
                 if let Some(missing) = report
                     .missing
                     .iter_mut()
-                    .find(|m| m.connector == name && m.id == record.id)
+                    .find(|m| m.side == side && m.id == record.id)
                 {
                     missing.archived = true;
                     stage[side as usize].1.push(record);
@@ -198,13 +201,8 @@ impl Engine {
                 }
             }
             for extra in &report.extra {
-                let side = if extra.connector == policy.left {
-                    Side::Left
-                } else {
-                    Side::Right
-                };
-                if let Some(record) = listed[side as usize].get(&extra.id) {
-                    stage[side as usize].1.push(record.clone());
+                if let Some(record) = listed[extra.side as usize].get(&extra.id) {
+                    stage[extra.side as usize].1.push(record.clone());
                 }
             }
             report.staged = stage.iter().map(|(_, r)| r.len()).sum();
@@ -216,8 +214,7 @@ impl Engine {
         let (pair, counts) = (policy.name.clone(), report.counts);
         self.store
             .call(move |s| s.save_drift(&pair, &counts))
-            .await
-            .map_err(|e: StoreError| PassError::Store(e))?;
+            .await?;
         crate::telemetry::record_drift(&report);
         Ok(report)
     }
@@ -262,6 +259,7 @@ fn compare(
             if found[side as usize].is_none() {
                 missing.push(Missing {
                     key: link.key.clone(),
+                    side,
                     connector: connectors[side as usize].clone(),
                     id: link.id_on(side).unwrap_or_default().to_string(),
                     archived: false,
@@ -314,6 +312,7 @@ fn compare(
             .collect();
         unlinked.sort_by(|a, b| a.id.cmp(&b.id));
         extra.extend(unlinked.into_iter().map(|r| Extra {
+            side,
             connector: connectors[side as usize].clone(),
             id: r.id.clone(),
             key: r.key.clone(),

@@ -111,11 +111,7 @@ impl Store {
                         Ok(if today { r.get::<_, i64>(i)? as u64 } else { 0 })
                     };
                     Ok(ConnectorHealth {
-                        breaker: match r.get::<_, String>(0)?.as_str() {
-                            "open" => BreakerState::Open,
-                            "half-open" => BreakerState::HalfOpen,
-                            _ => BreakerState::Closed,
-                        },
+                        breaker: BreakerState::parse(&r.get::<_, String>(0)?),
                         breaker_opened: r.get::<_, i64>(1)? as u64,
                         failure_ratio: r.get(2)?,
                         requests_today: count(4)?,

@@ -40,7 +40,7 @@ impl Default for BreakerSettings {
 }
 
 /// Where a breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BreakerState {
     /// Calls go through.
@@ -60,6 +60,14 @@ impl BreakerState {
             Self::Open => "open",
             Self::HalfOpen => "half-open",
         }
+    }
+
+    /// The state [`BreakerState::as_str`] names; closed for anything else.
+    pub fn parse(text: &str) -> Self {
+        [Self::Open, Self::HalfOpen]
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .unwrap_or(Self::Closed)
     }
 }
 
