@@ -68,6 +68,8 @@ struct RawEngine {
     removal_limit: Option<u64>,
     removal_limit_percent: Option<u32>,
     reconcile_interval_secs: Option<u64>,
+    loop_flips: Option<u32>,
+    loop_window_mins: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +248,11 @@ pub struct EngineSettings {
     /// How often `tandem run` lists both systems in full and compares them with
     /// the state (`tandem reconcile` without `--fix`); `None`: never.
     pub reconcile_every: Option<Duration>,
+    /// The loop detector: a field written back to a value it held earlier more
+    /// than this many times within `loop_window` becomes a conflict; 0: off.
+    pub loop_flips: u32,
+    /// How far back the loop detector looks (at most a day).
+    pub loop_window: Duration,
 }
 
 impl EngineSettings {
@@ -254,6 +261,17 @@ impl EngineSettings {
     pub fn removals_allowed(&self, links: u64) -> u64 {
         let share = links * u64::from(self.removal_limit_percent) / 100;
         self.removal_limit.min(share.max(1))
+    }
+
+    /// The loop detector at `now`: the start of its window and the returns
+    /// allowed in it, or `None` when it is off.
+    pub fn loop_guard(&self, now: tandem_core::Millis) -> Option<(tandem_core::Millis, u32)> {
+        (self.loop_flips > 0).then(|| {
+            (
+                now - self.loop_window.as_millis() as tandem_core::Millis,
+                self.loop_flips,
+            )
+        })
     }
 }
 
@@ -267,6 +285,8 @@ impl Default for EngineSettings {
             removal_limit: 50,
             removal_limit_percent: 10,
             reconcile_every: Some(Duration::from_secs(86_400)),
+            loop_flips: 4,
+            loop_window: Duration::from_secs(3600),
         }
     }
 }
@@ -399,7 +419,26 @@ impl Config {
                 Some(0) => None,
                 Some(secs) => Some(Duration::from_secs(secs)),
             },
+            loop_flips: raw.engine.loop_flips.unwrap_or(defaults.loop_flips),
+            loop_window: raw
+                .engine
+                .loop_window_mins
+                .as_ref()
+                .map_or(defaults.loop_window, |m| {
+                    Duration::from_secs(*m.get_ref() * 60)
+                }),
         };
+        if let Some(minutes) = raw
+            .engine
+            .loop_window_mins
+            .as_ref()
+            .filter(|m| !(1..=1440).contains(m.get_ref()))
+        {
+            problems.push(at(
+                minutes.span(),
+                "engine.loop_window_mins: must be 1 to 1440 (a day)".to_string(),
+            ));
+        }
 
         let mut connectors = BTreeMap::new();
         for (name, spanned) in raw.connectors.get_ref() {

@@ -611,3 +611,18 @@ async fn plan_shows_every_write_link_and_conflict_and_writes_nothing() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_loop_window_longer_than_a_day_is_an_error() {
+    let world = World::new(vec![], vec![]).await;
+    let path = config_with(&world, |text| {
+        text.replace("[engine]", "[engine]\nloop_window_mins = 2000")
+    });
+    let line = line_of(&path, "loop_window_mins");
+    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    assert_bad_input(
+        &output,
+        &format!("tandem.toml:{line}:20: engine.loop_window_mins: must be 1 to 1440 (a day)"),
+        &world.config.store_path,
+    );
+}

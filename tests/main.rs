@@ -12,6 +12,7 @@ mod drift;
 mod faults;
 mod hubspot_history;
 mod limits;
+mod loops;
 mod mailchimp_tags;
 mod ops;
 mod policy_cli;

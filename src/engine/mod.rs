@@ -732,7 +732,11 @@ impl Engine {
     ) -> Result<(), PullError> {
         loop {
             let pair = policy.name.clone();
-            let (mut items, consumed) = self.store.call(move |s| gather(s, &pair, CHUNK)).await?;
+            let loops = self.settings.loop_guard(self.clock.now());
+            let (mut items, consumed) = self
+                .store
+                .call(move |s| gather(s, &pair, CHUNK, loops))
+                .await?;
             if consumed.is_empty() {
                 return Ok(());
             }
@@ -892,6 +896,7 @@ impl Engine {
         let mut after = 0;
         loop {
             let (pair, policy_now) = (policy.name.clone(), policy.clone());
+            let loops = self.settings.loop_guard(self.clock.now());
             let (changes, last) = self
                 .store
                 .call(move |s| {
@@ -907,6 +912,7 @@ impl Engine {
                             continue 'links;
                         }
                         let item = Item {
+                            looping: looping(s, link.id, loops)?,
                             link: Some(s.link_state(link)?),
                             ..Item::default()
                         };
@@ -949,6 +955,7 @@ impl Engine {
         report: &mut PairReport,
     ) -> Result<(), StoreError> {
         let (pair, policy_now) = (policy.name.clone(), policy.clone());
+        let loops = self.settings.loop_guard(self.clock.now());
         let changes = self
             .store
             .call(move |s| {
@@ -968,6 +975,7 @@ impl Engine {
                         continue;
                     }
                     let item = Item {
+                        looping: looping(s, link.id, loops)?,
                         link: Some(s.link_state(link)?),
                         ..Item::default()
                     };
@@ -1169,7 +1177,12 @@ type Gathered = (Vec<Item>, Vec<(Side, String)>);
 
 /// Take up to `limit` staged records, pair each with its link and with a staged
 /// counterpart on the other side, and list every inbox row they consume.
-fn gather(store: &mut Store, pair: &str, limit: usize) -> Result<Gathered, StoreError> {
+fn gather(
+    store: &mut Store,
+    pair: &str,
+    limit: usize,
+    loops: Option<(Millis, u32)>,
+) -> Result<Gathered, StoreError> {
     let rows = store.inbox_batch(pair, limit)?;
     let mut consumed: Vec<(Side, String)> = Vec::new();
     let mut taken = std::collections::HashSet::new();
@@ -1231,15 +1244,33 @@ fn gather(store: &mut Store, pair: &str, limit: usize) -> Result<Gathered, Store
                 taken_keys.insert(key);
             }
         }
+        let looping = match &link {
+            Some(link) => looping(store, link.id, loops)?,
+            None => Default::default(),
+        };
         let link = link.map(|l| store.link_state(l)).transpose()?;
         items.push(Item {
             link,
             fresh,
             key_owner,
             taken_keys,
+            looping,
         });
     }
     Ok((items, consumed))
+}
+
+/// The fields of a link the loop detector stops, under `loops` (the start of
+/// its window and the returns allowed in it; `None`: off).
+fn looping(
+    store: &Store,
+    link: i64,
+    loops: Option<(Millis, u32)>,
+) -> Result<std::collections::BTreeSet<String>, StoreError> {
+    match loops {
+        Some((since, flips)) => store.looping_fields(link, since, flips),
+        None => Ok(Default::default()),
+    }
 }
 
 /// Open an existing store for reading, without creating one.

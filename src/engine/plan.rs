@@ -13,7 +13,8 @@ use tandem_core::{FieldMap, Millis, Record, Standing, WriteOp};
 
 use crate::policy::{Action, Policy, Rule, Values};
 use crate::reconcile::{
-    Base, ConflictKind, FieldBase, FieldConflict, LinkPlan, SideView, create_values, reconcile,
+    Base, ConflictKind, FieldBase, FieldConflict, LOOP_REASON, LinkPlan, SideView, create_values,
+    reconcile,
 };
 use crate::side::Side;
 use crate::store::{Change, ConflictNote, LinkRef, LinkState, PlannedWrite};
@@ -30,6 +31,9 @@ pub struct Item {
     pub key_owner: Option<i64>,
     /// Keys the fresh records carry that other links hold already.
     pub taken_keys: BTreeSet<String>,
+    /// Fields of the link the loop detector stopped: a write to them becomes a
+    /// conflict, unless a person decided the value.
+    pub looping: BTreeSet<String>,
 }
 
 /// Why an item led to no change.
@@ -297,6 +301,7 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
                     }
                 }
             }
+            hold_loops(policy, &item.looping, base, &values, &mut decided);
             let resolved = match &item.link {
                 Some(state) => with_resolutions(policy, state, &values, &mut decided),
                 None => Vec::new(),
@@ -474,6 +479,40 @@ pub fn plan(policy: &Policy, item: &Item) -> Result<Change, Skip> {
             })
         }
         (None, None) => Err(Skip::NoKey),
+    }
+}
+
+/// A write to a looping field is not made: the field becomes a conflict (or
+/// stays one) with both sides' values, for a person to settle.
+fn hold_loops(
+    policy: &Policy,
+    looping: &BTreeSet<String>,
+    base: &Base,
+    values: &[Values; 2],
+    plan: &mut LinkPlan,
+) {
+    for name in looping {
+        if !plan.writes.iter().any(|w| w.contains_key(name)) {
+            continue;
+        }
+        let Some(field) = policy.fields.iter().find(|f| &f.name == name) else {
+            continue;
+        };
+        for writes in &mut plan.writes {
+            writes.remove(name);
+        }
+        plan.reasons.remove(name);
+        plan.settled.retain(|f| f != name);
+        plan.conflicts.retain(|c| &c.field != name);
+        plan.conflicts.push(FieldConflict {
+            field: name.clone(),
+            base: base.get(name).cloned(),
+            left: values[0].get(name).cloned().unwrap_or(Value::Null),
+            right: values[1].get(name).cloned().unwrap_or(Value::Null),
+            rule: field.rule,
+            reason: LOOP_REASON,
+            kind: ConflictKind::Field,
+        });
     }
 }
 

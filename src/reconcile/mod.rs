@@ -433,6 +433,10 @@ pub fn propose_text_merge(base: &str, left: &str, right: &str) -> String {
     format!("{prefix}{middle}{suffix}")
 }
 
+/// Why a field the loop detector stopped is a conflict.
+pub const LOOP_REASON: &str =
+    "it keeps flipping back and forth: each system undoes the other's change";
+
 /// What kind of thing a person must settle.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConflictKind {

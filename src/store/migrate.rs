@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_sent_values.sql"),
     include_str!("migrations/0007_connector_health.sql"),
     include_str!("migrations/0008_drift.sql"),
+    include_str!("migrations/0009_field_flips.sql"),
 ];
 
 /// The schema version this build brings a store to.

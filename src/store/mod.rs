@@ -6,6 +6,7 @@
 //! instant leaves either all of a step or none of it.
 
 mod health;
+mod loops;
 mod migrate;
 mod people;
 
@@ -1737,6 +1738,9 @@ fn confirm(
     upsert_version(tx, link, side, record, &fields, &changed_at)?;
     if matches!(op.as_str(), "archive" | "delete") {
         set_gone(tx, pair, link, side, true, now)?;
+    }
+    if op == "update" {
+        loops::note_written(tx, link, base, now)?;
     }
     for (field, left, right) in base {
         upsert_base(tx, link, field, left, right, now)?;

@@ -449,6 +449,7 @@ impl Store {
                 to_json(&row.right)
             ],
         )?;
+        super::loops::forget_written(&tx, row.link, &row.field)?;
         tx.execute(
             "INSERT INTO audit (at, actor, action, pair, link_id, side, detail) VALUES (?1, ?2, 'conflict_resolved', ?3, ?4, NULL, ?5)",
             params![
