@@ -11,6 +11,7 @@ mod deletes;
 mod drift;
 mod faults;
 mod hubspot_history;
+mod init;
 mod limits;
 mod loops;
 mod mailchimp_tags;

@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tandem_core::breaker::BreakerState;
 use tokio_util::sync::CancellationToken;
 
+mod init;
+mod migrate;
 mod people;
 mod plan;
 mod policy;
@@ -65,6 +67,18 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Copy every record of one system into the other through the policy's
+    /// mapping, then prove it: counts, per-field checksums, missing and extra
+    /// records, spot checks. Exits 1 when the validation fails.
+    Migrate(migrate::MigrateArgs),
+    /// Write a commented tandem.toml and a starter policy.
+    Init(init::InitArgs),
+    /// Print a shell completion script: tandem completions bash > /etc/bash_completion.d/tandem
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: init::Shell,
     },
     /// What the engine's state says: links, conflicts, queued writes, dead letters, last polls.
     Status {
@@ -266,6 +280,9 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
         Command::Reconcile { config, fix, json } => {
             reconcile::reconcile(&config.config, fix, json).await
         }
+        Command::Migrate(args) => migrate::migrate(args).await,
+        Command::Init(args) => init::init(args),
+        Command::Completions { shell } => init::completions(shell),
         Command::Status { config, json } => status(&config.config, json),
         Command::Conflicts(command) => people::conflicts(command),
         Command::DeadLetters(command) => people::dead_letters(command),

@@ -1,0 +1,1 @@
+//! `tandem init` and `tandem completions`.
