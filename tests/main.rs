@@ -15,6 +15,7 @@ mod init;
 mod limits;
 mod loops;
 mod mailchimp_tags;
+mod migrate;
 mod ops;
 mod policy_cli;
 mod reload;

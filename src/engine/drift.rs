@@ -109,6 +109,31 @@ impl Engine {
         Ok(reports)
     }
 
+    /// Every record of one side not archived, by id: a listing from the start.
+    pub(super) async fn list_all(
+        &self,
+        policy: &Policy,
+        side: Side,
+        progress: &mut impl Progress,
+    ) -> Result<HashMap<String, Record>, ConnectorError> {
+        let connector = self.connector(policy, side).clone();
+        let mut listed = HashMap::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = connector.poll(cursor.as_deref()).await?;
+            progress.listed(side, page.records.len());
+            for record in page.records {
+                if record.standing != Standing::Archived {
+                    listed.insert(record.id.clone(), record);
+                }
+            }
+            cursor = Some(page.cursor);
+            if page.full_listing || !page.more {
+                return Ok(listed);
+            }
+        }
+    }
+
     async fn drift_pair(
         &self,
         policy: &Policy,
@@ -125,21 +150,10 @@ impl Engine {
         };
         let mut listed: [HashMap<String, Record>; 2] = Default::default();
         for side in Side::BOTH {
-            let connector = self.connector(policy, side).clone();
-            let mut cursor: Option<String> = None;
-            loop {
-                let page = connector.poll(cursor.as_deref()).await.map_err(failed)?;
-                progress.listed(side, page.records.len());
-                for record in page.records {
-                    if record.standing != Standing::Archived {
-                        listed[side as usize].insert(record.id.clone(), record);
-                    }
-                }
-                cursor = Some(page.cursor);
-                if page.full_listing || !page.more {
-                    break;
-                }
-            }
+            listed[side as usize] = self
+                .list_all(policy, side, progress)
+                .await
+                .map_err(failed)?;
         }
         let pair = policy.name.clone();
         let (links, busy, polls) = self

@@ -9,6 +9,7 @@
 
 pub mod connectors;
 mod drift;
+mod migrate;
 mod plan;
 mod reload;
 
@@ -25,6 +26,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 pub use connectors::{AnyConnector, ConfigSchemas, Reads};
 pub use drift::{Difference, DriftReport, Extra, Missing, Progress};
+pub use migrate::{
+    Altered, CopyCounts, CopyOutcome, FieldChecksum, MigrateError, MigrateProgress,
+    MigrationReport, SpotCheck, Validation,
+};
 pub use plan::{Item, Skip, confirmed_base, needs_dates, plan};
 
 use crate::store::Change;

@@ -922,6 +922,27 @@ impl Store {
 
     // ---- outbox -----------------------------------------------------------
 
+    /// Make every pending write of a pair to one side due at `now` (a run
+    /// resumed by hand does not wait out the backoff); how many there are.
+    pub fn writes_due_now(&mut self, pair: &str, side: Side, now: Millis) -> Result<u64> {
+        let changed = self.conn.execute(
+            "UPDATE outbox SET next_attempt_at = MIN(next_attempt_at, ?3)
+             WHERE pair = ?1 AND side = ?2 AND status = 'pending'",
+            params![pair, side.as_str(), now],
+        )?;
+        Ok(changed as u64)
+    }
+
+    /// Writes of a pair to one side still pending, and those parked as dead letters.
+    pub fn write_counts(&self, pair: &str, side: Side) -> Result<(u64, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'dead'), 0)
+             FROM outbox WHERE pair = ?1 AND side = ?2",
+            params![pair, side.as_str()],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
     /// Pending writes to one side that are due.
     pub fn due_writes(
         &self,
