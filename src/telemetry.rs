@@ -107,6 +107,20 @@ fn describe() {
         "When the last full comparison of a pair ran (Unix time)."
     );
     describe_histogram!("tandem_pass_seconds", "How long a pass of a pair took.");
+    describe_histogram!(
+        "tandem_webhook_to_write_seconds",
+        "From a webhook's arrival to the confirmed write of the change it announced, by the connector written."
+    );
+}
+
+/// One change a webhook announced, written to `connector` after `took`.
+pub fn record_webhook_to_write(pair: &str, connector: &str, took: std::time::Duration) {
+    histogram!(
+        "tandem_webhook_to_write_seconds",
+        "pair" => pair.to_string(),
+        "connector" => connector.to_string()
+    )
+    .record(took.as_secs_f64());
 }
 
 /// Record what a full comparison of a pair found.

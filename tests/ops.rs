@@ -110,3 +110,82 @@ async fn metrics_after_a_pass_count_reads_writes_links_and_requests() {
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test]
+async fn a_change_a_webhook_brought_is_timed_until_its_write() {
+    let mut world = World::new(
+        vec![contact("ada@example.com", &[("firstname", "Ada")])],
+        vec![member("ada@example.com", &[("FNAME", "Ada")])],
+    )
+    .await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (config, _senders) = world.config_with_webhooks_at(listen, 3600);
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let metrics = || async {
+        match http.get(format!("http://{listen}/metrics")).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    };
+    let pair = ("pair", "hubspot-mailchimp");
+    let started = Instant::now();
+    while !sample(&metrics().await, "tandem_passes_total", &[pair]).is_some_and(|n| n >= 1.0) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no pass within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let timed = |text: &str| {
+        sample(
+            text,
+            "tandem_webhook_to_write_seconds_count",
+            &[pair, ("connector", "mailchimp")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(timed(&metrics().await), 0.0, "nothing was announced yet");
+
+    // Polling waits an hour: only the webhook brings this edit.
+    world.later();
+    world
+        .hubspot
+        .edit("ada@example.com", &[("firstname", "Augusta")]);
+    let text = loop {
+        let text = metrics().await;
+        if timed(&text) >= 1.0 {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no timed write within 30 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        world.mailchimp_value("ada@example.com", "FNAME").as_deref(),
+        Some("Augusta")
+    );
+    let sum = sample(
+        &text,
+        "tandem_webhook_to_write_seconds_sum",
+        &[pair, ("connector", "mailchimp")],
+    )
+    .unwrap();
+    assert!(sum > 0.0 && sum < 30.0, "{sum}");
+    assert!(
+        text.contains("# TYPE tandem_webhook_to_write_seconds histogram"),
+        "{text}"
+    );
+}

@@ -264,6 +264,24 @@ impl World {
         path
     }
 
+    /// As `config_listening_at`, and both simulators send their webhooks to
+    /// that listener (returned: keep them, or the senders stop).
+    pub fn config_with_webhooks_at(
+        &mut self,
+        listen: std::net::SocketAddr,
+        poll_interval_secs: u64,
+    ) -> (
+        std::path::PathBuf,
+        (tandem_core::sim::Webhooks, tandem_core::sim::Webhooks),
+    ) {
+        let setup = WebhookSetup::on(listen);
+        let senders = setup.connect(&self.hubspot, &self.mailchimp);
+        let workspace = self.workspace(poll_interval_secs, setup);
+        let path = write_workspace(self.dir.path(), &workspace).unwrap();
+        self.config = Config::load(&path).unwrap();
+        (path, senders)
+    }
+
     /// Turn on webhooks: the engine listens on a loopback port with the vendors'
     /// secrets, and both simulators send to it. Polling then runs only at start.
     /// Returns the engine (its run loop started on `shutdown`), the listener and both senders.

@@ -220,7 +220,13 @@ pub struct Engine {
     clock: Clock,
     /// Woken when a webhook recorded new hints.
     nudge: tokio::sync::Notify,
+    /// When a webhook about a record was received, by (pair, side, record id),
+    /// until a write it caused is confirmed: the webhook-to-write latency.
+    heard: std::sync::Mutex<HashMap<(String, Side, String), Millis>>,
 }
+
+/// How long a webhook's arrival is remembered waiting for a write it causes.
+const HEARD_MEMORY: Millis = 3_600_000;
 
 /// How long a processed hint is remembered, so that a redelivery is still recognised
 /// (HubSpot retries for about a day).
@@ -309,6 +315,7 @@ impl Engine {
             settings,
             clock,
             nudge: tokio::sync::Notify::new(),
+            heard: Default::default(),
         }
     }
 
@@ -478,6 +485,72 @@ impl Engine {
             .await
     }
 
+    /// Remember when the webhooks that named these records arrived (the
+    /// earliest per record), and forget arrivals no write followed for an hour.
+    fn note_heard(
+        &self,
+        pair: &str,
+        side: Side,
+        hints: &[(&tandem_core::Hint, Millis)],
+        records: &[Record],
+    ) {
+        let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now();
+        heard.retain(|_, at| now - *at < HEARD_MEMORY);
+        for record in records {
+            let key = record.key.as_deref().and_then(normalize_key);
+            let arrived = hints
+                .iter()
+                .filter(|(hint, _)| match &hint.record {
+                    tandem_core::RecordRef::Id(id) => id == &record.id,
+                    tandem_core::RecordRef::Key(k) => normalize_key(k) == key,
+                })
+                .map(|(_, at)| *at)
+                .min();
+            if let Some(at) = arrived {
+                let entry = heard
+                    .entry((pair.to_string(), side, record.id.clone()))
+                    .or_insert(at);
+                *entry = (*entry).min(at);
+            }
+        }
+    }
+
+    /// Time the confirmed writes to `side` whose change a webhook brought,
+    /// from the webhook's arrival.
+    async fn observe_heard(&self, policy: &Policy, side: Side, links: Vec<i64>) {
+        if links.is_empty() || self.heard.lock().map_or(true, |h| h.is_empty()) {
+            return;
+        }
+        let Ok(found) = self
+            .store
+            .call(move |s| {
+                links
+                    .into_iter()
+                    .map(|id| s.link(id))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+        else {
+            return;
+        };
+        let now = self.clock.now();
+        let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        for link in found.into_iter().flatten() {
+            let Some(source) = link.id_on(side.other()) else {
+                continue;
+            };
+            let key = (policy.name.clone(), side.other(), source.to_string());
+            if let Some(at) = heard.remove(&key) {
+                crate::telemetry::record_webhook_to_write(
+                    &policy.name,
+                    policy.connector(side),
+                    Duration::from_millis((now - at).max(0) as u64),
+                );
+            }
+        }
+    }
+
     /// Fetch the records that pending hints name and stage them, batch by batch.
     /// A hint whose record cannot be found is done: absence never means deletion,
     /// except for a record the vendor says was merged away.
@@ -498,10 +571,10 @@ impl Engine {
             }
             let mut fetched = Vec::new();
             for side in Side::BOTH {
-                let hints: Vec<&tandem_core::Hint> = pending
+                let hints: Vec<(&tandem_core::Hint, Millis)> = pending
                     .iter()
-                    .filter(|(_, s, _)| *s == side)
-                    .map(|(_, _, h)| h)
+                    .filter(|(_, s, _, _)| *s == side)
+                    .map(|(_, _, h, at)| (h, *at))
                     .collect();
                 if hints.is_empty() {
                     continue;
@@ -509,7 +582,7 @@ impl Engine {
                 report.hinted[side as usize] += hints.len();
                 let mut ids: Vec<String> = Vec::new();
                 let mut keys: Vec<String> = Vec::new();
-                for hint in &hints {
+                for (hint, _) in &hints {
                     match &hint.record {
                         tandem_core::RecordRef::Id(id) if !ids.contains(id) => ids.push(id.clone()),
                         tandem_core::RecordRef::Key(key) if !keys.contains(key) => {
@@ -521,7 +594,7 @@ impl Engine {
                 let connector = self.connector(policy, side);
                 let mut records = connector.fetch(&ids).await?;
                 records.extend(connector.lookup(&keys).await?);
-                for hint in &hints {
+                for (hint, _) in &hints {
                     // Merged away and no longer readable: the merge event itself says it is gone.
                     if let (tandem_core::HintKind::Merged { .. }, tandem_core::RecordRef::Id(id)) =
                         (&hint.kind, &hint.record)
@@ -537,9 +610,10 @@ impl Engine {
                         });
                     }
                 }
+                self.note_heard(&policy.name, side, &hints, &records);
                 fetched.push((side, records));
             }
-            let done: Vec<i64> = pending.iter().map(|(id, _, _)| *id).collect();
+            let done: Vec<i64> = pending.iter().map(|(id, _, _, _)| *id).collect();
             let (pair, now) = (policy.name.clone(), self.clock.now());
             let forget = now - HINT_MEMORY.as_millis() as Millis;
             self.store
@@ -1125,6 +1199,12 @@ impl Engine {
                     })
                     .collect(),
             };
+            let confirmed: Vec<i64> = rows
+                .iter()
+                .zip(&finishes)
+                .filter(|(_, finish)| matches!(finish, Finish::Confirmed { .. }))
+                .map(|(row, _)| row.link_id)
+                .collect();
             let (pair, now) = (policy.name.clone(), self.clock.now());
             self.store
                 .call(move |s| {
@@ -1136,6 +1216,7 @@ impl Engine {
                 })
                 .await?;
             fail::fail_point!("flush-after-finish");
+            self.observe_heard(policy, side, confirmed).await;
             if shutdown.is_cancelled() {
                 return Ok(());
             }

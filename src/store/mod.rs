@@ -615,20 +615,21 @@ impl Store {
         pair: &str,
         until: i64,
         limit: usize,
-    ) -> Result<Vec<(i64, Side, Hint)>> {
+    ) -> Result<Vec<(i64, Side, Hint, Millis)>> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT id, side, hint FROM hints WHERE pair = ?1 AND done = 0 AND id <= ?2 ORDER BY id LIMIT ?3",
+            "SELECT id, side, hint, received_at FROM hints WHERE pair = ?1 AND done = 0 AND id <= ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = statement.query_map(params![pair, until, limit as i64], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, Millis>(3)?,
             ))
         })?;
         rows.map(|row| {
-            let (id, side, hint) = row?;
-            Ok((id, parse_side(&side)?, from_json(&hint)?))
+            let (id, side, hint, received_at) = row?;
+            Ok((id, parse_side(&side)?, from_json(&hint)?, received_at))
         })
         .collect()
     }
