@@ -1857,7 +1857,7 @@ mod tests {
         let pending = store.pending_hints("p", until, 100).unwrap();
         let events: Vec<&str> = pending
             .iter()
-            .map(|(_, _, h)| h.event_id.as_str())
+            .map(|(_, _, h, _)| h.event_id.as_str())
             .collect();
         assert_eq!(
             events,
@@ -1865,7 +1865,7 @@ mod tests {
             "a hint that came in later waits for the next pass"
         );
 
-        let done: Vec<i64> = pending.iter().map(|(id, _, _)| *id).collect();
+        let done: Vec<i64> = pending.iter().map(|(id, _, _, _)| *id).collect();
         let record = Record {
             id: "a".into(),
             key: Some("a@x".into()),
