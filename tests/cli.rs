@@ -59,7 +59,17 @@ fn config_with(world: &World, edit: impl FnOnce(String) -> String) -> std::path:
 async fn a_missing_config_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.toml");
-    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    let output = tandem(
+        &[
+            "sync",
+            "--once",
+            "--yes",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
     assert_bad_input(
         &output,
         "nope.toml: cannot read the config file",
@@ -74,7 +84,17 @@ async fn a_malformed_config_is_placed_by_line_and_column() {
         text.replace("poll_interval_secs = 1", "poll_interval_secs = \"often\"")
     });
     let line = line_of(&path, "poll_interval_secs");
-    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    let output = tandem(
+        &[
+            "sync",
+            "--once",
+            "--yes",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
     assert_bad_input(
         &output,
         &format!("tandem.toml:{line}:22: invalid type: string \"often\""),
@@ -88,7 +108,17 @@ async fn an_unknown_config_key_is_an_error() {
     let path = config_with(&world, |text| {
         text.replace("[engine]", "[engine]\npol_interval_secs = 5")
     });
-    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    let output = tandem(
+        &[
+            "sync",
+            "--once",
+            "--yes",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
     assert_bad_input(
         &output,
         "unknown field `pol_interval_secs`",
@@ -107,7 +137,13 @@ async fn a_malformed_policy_is_placed_by_line_and_column() {
     let config = world.dir.path().join("tandem.toml");
     let line = line_of(&policy, "manul");
     let output = tandem(
-        &["sync", "--once", "--config", config.to_str().unwrap()],
+        &[
+            "sync",
+            "--once",
+            "--yes",
+            "--config",
+            config.to_str().unwrap(),
+        ],
         &[],
     )
     .await;
@@ -126,7 +162,17 @@ async fn a_missing_credential_variable_is_named() {
             "token_env = \"TANDEM_TEST_UNSET_TOKEN\"",
         )
     });
-    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    let output = tandem(
+        &[
+            "sync",
+            "--once",
+            "--yes",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
     assert_bad_input(
         &output,
         "connectors.hubspot.token_env: environment variable TANDEM_TEST_UNSET_TOKEN is not set",
@@ -154,6 +200,7 @@ async fn a_credential_from_the_environment_works() {
         &[
             "sync",
             "--once",
+            "--yes",
             "--json",
             "--config",
             path.to_str().unwrap(),
@@ -176,7 +223,13 @@ async fn a_wrong_credential_is_named() {
     std::fs::write(world.dir.path().join("hubspot.token"), "not-the-token").unwrap();
     let config = world.dir.path().join("tandem.toml");
     let output = tandem(
-        &["sync", "--once", "--config", config.to_str().unwrap()],
+        &[
+            "sync",
+            "--once",
+            "--yes",
+            "--config",
+            config.to_str().unwrap(),
+        ],
         &[],
     )
     .await;
@@ -195,7 +248,17 @@ async fn an_unreachable_base_url_is_named() {
     let dead = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let path = config_with(&world, |text| text.replacen(&world.hubspot_url, &dead, 1));
-    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    let output = tandem(
+        &[
+            "sync",
+            "--once",
+            "--yes",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
     assert_bad_input(
         &output,
         "connectors.hubspot.base_url: hubspot: cannot reach",
@@ -228,7 +291,7 @@ async fn conflicts_list_shows_open_conflicts() {
     assert!(stderr(&before).contains("no state store"));
 
     assert_eq!(
-        tandem(&["sync", "--once", "--config", config], &[])
+        tandem(&["sync", "--once", "--yes", "--config", config], &[])
             .await
             .status
             .code(),
@@ -619,7 +682,17 @@ async fn a_loop_window_longer_than_a_day_is_an_error() {
         text.replace("[engine]", "[engine]\nloop_window_mins = 2000")
     });
     let line = line_of(&path, "loop_window_mins");
-    let output = tandem(&["sync", "--once", "--config", path.to_str().unwrap()], &[]).await;
+    let output = tandem(
+        &[
+            "sync",
+            "--once",
+            "--yes",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
     assert_bad_input(
         &output,
         &format!("tandem.toml:{line}:20: engine.loop_window_mins: must be 1 to 1440 (a day)"),

@@ -138,7 +138,7 @@ async fn run(world: &World, crash_at: Option<String>, kill_after: Option<Duratio
     let config = world.dir.path().join("tandem.toml");
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
     command
-        .args(["sync", "--once", "--json", "--config"])
+        .args(["sync", "--once", "--yes", "--json", "--config"])
         .arg(&config)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -13,6 +13,7 @@ mod faults;
 mod hubspot_history;
 mod init;
 mod limits;
+mod linkup;
 mod loops;
 mod mailchimp_tags;
 mod migrate;

@@ -37,7 +37,7 @@ async fn metrics_after_a_pass_count_reads_writes_links_and_requests() {
         .unwrap();
     let config = world.config_listening_at(listen, 3600);
     let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["run", "--config"])
+        .args(["run", "--yes", "--config"])
         .arg(&config)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -124,7 +124,7 @@ async fn a_change_a_webhook_brought_is_timed_until_its_write() {
         .unwrap();
     let (config, _senders) = world.config_with_webhooks_at(listen, 3600);
     let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["run", "--config"])
+        .args(["run", "--yes", "--config"])
         .arg(&config)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -11,6 +11,7 @@ use tandem_core::breaker::BreakerState;
 use tokio_util::sync::CancellationToken;
 
 mod init;
+mod linkup;
 mod migrate;
 mod people;
 mod plan;
@@ -47,7 +48,7 @@ enum Command {
     /// Sync every pair: one pass with --once, else continuously like `run`.
     Sync(SyncArgs),
     /// Sync every pair continuously, one pass every poll interval, until Ctrl-C.
-    Run(ConfigArg),
+    Run(RunArgs),
     /// What one pass would do now: every write (old -> new), link and conflict; nothing is written.
     Plan {
         #[command(flatten)]
@@ -120,9 +121,21 @@ struct ConfigArg {
 }
 
 #[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Confirm the first link-up of a pair never linked, without the preview.
+    #[arg(long, short)]
+    yes: bool,
+}
+
+#[derive(Debug, Args)]
 struct SyncArgs {
     #[command(flatten)]
     config: ConfigArg,
+    /// Confirm the first link-up of a pair never linked, without the preview.
+    #[arg(long, short)]
+    yes: bool,
     /// Run one pass and exit.
     #[arg(long)]
     once: bool,
@@ -273,9 +286,11 @@ fn init_logging(filter: &str, format: LogFormat) {
 async fn run(command: Command) -> Result<ExitCode, Failure> {
     match command {
         Command::Demo(args) => crate::demo::run(args).await.map_err(Failure::from),
-        Command::Sync(args) if args.once => sync_once(&args.config.config, args.json).await,
-        Command::Sync(args) => run_forever(&args.config.config).await,
-        Command::Run(args) => run_forever(&args.config).await,
+        Command::Sync(args) if args.once => {
+            sync_once(&args.config.config, args.json, args.yes).await
+        }
+        Command::Sync(args) => run_forever(&args.config.config, args.yes).await,
+        Command::Run(args) => run_forever(&args.config.config, args.yes).await,
         Command::Plan { config, json } => plan::plan(&config.config, json).await,
         Command::Reconcile { config, fix, json } => {
             reconcile::reconcile(&config.config, fix, json).await
@@ -310,8 +325,18 @@ async fn start(path: &std::path::Path) -> Result<(Config, Engine), Failure> {
     Ok((config, engine))
 }
 
-async fn sync_once(path: &std::path::Path, json: bool) -> Result<ExitCode, Failure> {
-    let (_, engine) = start(path).await?;
+/// Load the config, confirm the first link-up of pairs never linked, and
+/// start the engine.
+async fn start_syncing(path: &std::path::Path, yes: bool) -> Result<(Config, Engine), Failure> {
+    let config = Config::load(path).map_err(bad_input)?;
+    let confirmed = linkup::confirm(&config, yes).await?;
+    let (config, engine) = start(path).await?;
+    confirmed.record(&engine).await?;
+    Ok((config, engine))
+}
+
+async fn sync_once(path: &std::path::Path, json: bool, yes: bool) -> Result<ExitCode, Failure> {
+    let (_, engine) = start_syncing(path, yes).await?;
     let shutdown = CancellationToken::new();
     let report = engine.pass(&shutdown).await?;
     if json {
@@ -325,8 +350,8 @@ async fn sync_once(path: &std::path::Path, json: bool) -> Result<ExitCode, Failu
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_forever(path: &std::path::Path) -> Result<ExitCode, Failure> {
-    let (config, engine) = start(path).await?;
+async fn run_forever(path: &std::path::Path, yes: bool) -> Result<ExitCode, Failure> {
+    let (config, engine) = start_syncing(path, yes).await?;
     let engine = std::sync::Arc::new(engine);
     let shutdown = shutdown_on_ctrl_c();
     let listener = listen_for_webhooks(&config, &engine, &shutdown).await?;

@@ -16,48 +16,65 @@ use crate::engine::{Clock, Engine, SetupError, open_existing_store};
 
 /// One pair's plan.
 #[derive(Debug, serde::Serialize)]
-struct PairPlan {
-    pair: String,
-    connectors: [String; 2],
+pub(super) struct PairPlan {
+    pub pair: String,
+    pub connectors: [String; 2],
     /// Records that would be linked, by match key.
-    links: Vec<String>,
+    pub links: Vec<String>,
     /// Writes the pass would send.
-    writes: Vec<PlannedWrite>,
+    pub writes: Vec<PlannedWrite>,
     /// Conflicts it would open.
-    conflicts: Vec<PlannedConflict>,
+    pub conflicts: Vec<PlannedConflict>,
 }
 
 #[derive(Debug, serde::Serialize)]
-struct PlannedWrite {
+pub(super) struct PlannedWrite {
     /// The connector written.
-    system: String,
-    key: String,
+    pub system: String,
+    pub key: String,
     /// `create`, `update`, `archive` or `delete`.
-    op: &'static str,
+    pub op: &'static str,
     /// The record's id there, when it exists.
-    record: Option<String>,
+    pub record: Option<String>,
     /// By vendor path: what the system holds now (`null` if nothing) and what would be sent.
-    fields: BTreeMap<String, Change>,
+    pub fields: BTreeMap<String, Change>,
 }
 
 #[derive(Debug, serde::Serialize)]
-struct Change {
-    old: Value,
-    new: Value,
+pub(super) struct Change {
+    pub old: Value,
+    pub new: Value,
 }
 
 #[derive(Debug, serde::Serialize)]
-struct PlannedConflict {
-    key: String,
-    field: String,
-    left: Value,
-    right: Value,
-    rule: String,
-    reason: String,
+pub(super) struct PlannedConflict {
+    pub key: String,
+    pub field: String,
+    /// `field`, or `ambiguous_match` when two records claim one key.
+    pub kind: String,
+    pub left: Value,
+    pub right: Value,
+    pub rule: String,
+    pub reason: String,
 }
 
 pub async fn plan(path: &Path, json: bool) -> Result<ExitCode, Failure> {
     let config = Config::load(path).map_err(bad_input)?;
+    let plans = compute(&config).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plans).expect("plans serialize")
+        );
+    } else {
+        print!("{}", render(&plans));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run one pass on a copy of the state store with sending off, and say what
+/// it would have done, pair by pair.
+pub(super) async fn compute(config: &Config) -> Result<Vec<PairPlan>, Failure> {
     let dir = tempfile::tempdir().map_err(|e| Failure::from(anyhow::anyhow!(e)))?;
     let copy = dir.path().join("plan.sqlite");
     // What the real store holds now: links (pair, key) and open conflicts.
@@ -141,6 +158,7 @@ pub async fn plan(path: &Path, json: bool) -> Result<ExitCode, Failure> {
                     .map(|c| PlannedConflict {
                         key: c.key,
                         field: c.field,
+                        kind: c.kind,
                         left: c.left,
                         right: c.right,
                         rule: c.rule,
@@ -158,15 +176,7 @@ pub async fn plan(path: &Path, json: bool) -> Result<ExitCode, Failure> {
             .await?;
         plans.push(plan);
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plans).expect("plans serialize")
-        );
-    } else {
-        print!("{}", render(&plans));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(plans)
 }
 
 fn render(plans: &[PairPlan]) -> String {

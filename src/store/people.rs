@@ -665,6 +665,17 @@ impl Store {
         .collect()
     }
 
+    /// Whether a pair still waits for its first link-up to be confirmed:
+    /// nothing linked yet, and no one confirmed it.
+    pub fn link_up_pending(&self, pair: &str) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM links WHERE pair = ?1)
+                AND NOT EXISTS (SELECT 1 FROM audit WHERE pair = ?1 AND action = 'link_up_confirmed')",
+            [pair],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Record what a person did that is not a decision on data (a policy saved
     /// from the web page, a sign-in refused, ...).
     pub fn audit_person(
