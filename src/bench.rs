@@ -187,7 +187,12 @@ async fn run_one(n: usize, limits: bool) -> anyhow::Result<BenchResult> {
     let engine = Engine::start(&config, Clock::System).await?;
     let never = CancellationToken::new();
     let started = Instant::now();
-    let backfill = engine.pass(&never).await?;
+    let backfill = crate::cli::progress::watch(
+        &engine,
+        &format!("backfill of {n} per side"),
+        engine.pass(&never),
+    )
+    .await?;
     let backfill_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let quiet = engine.pass(&never).await?;

@@ -79,6 +79,19 @@ async fn a_migration_copies_links_and_proves_it() {
         json!({"source": 30, "create": 20, "update": 5, "unchanged": 5, "skipped": 0, "held": 0, "gone": 0})
     );
     assert_eq!(report["copy"]["written"], 25);
+    // Without a terminal, progress comes as plain lines on standard error.
+    let progress = stderr(&output);
+    for line in [
+        "listing...",
+        "copying...",
+        "copying: 25 of 25 writes confirmed",
+        "validating...",
+    ] {
+        assert!(
+            progress.lines().any(|l| l == line),
+            "{line:?} in {progress}"
+        );
+    }
     let validation = &report["validation"];
     assert_eq!(validation["passed"], true);
     assert_eq!(validation["source_records"], 30);

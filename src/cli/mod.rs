@@ -16,6 +16,7 @@ mod migrate;
 mod people;
 mod plan;
 mod policy;
+pub mod progress;
 mod reconcile;
 
 use crate::config::{Config, DEFAULT_FILE};
@@ -338,7 +339,7 @@ async fn start_syncing(path: &std::path::Path, yes: bool) -> Result<(Config, Eng
 async fn sync_once(path: &std::path::Path, json: bool, yes: bool) -> Result<ExitCode, Failure> {
     let (_, engine) = start_syncing(path, yes).await?;
     let shutdown = CancellationToken::new();
-    let report = engine.pass(&shutdown).await?;
+    let report = progress::watch(&engine, "sync", engine.pass(&shutdown)).await?;
     if json {
         println!(
             "{}",
