@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::support::World;
+use crate::support::{World, contact, member};
 
 /// Run the binary. The simulators of a test live on its runtime, so the child
 /// is waited for without blocking that runtime.
@@ -697,5 +697,39 @@ async fn a_loop_window_longer_than_a_day_is_an_error() {
         &output,
         &format!("tandem.toml:{line}:20: engine.loop_window_mins: must be 1 to 1440 (a day)"),
         &world.config.store_path,
+    );
+}
+
+#[tokio::test]
+async fn a_backup_is_a_consistent_copy_and_never_overwrites() {
+    let world = World::new(
+        vec![contact("ada@example.com", &[("firstname", "Ada")])],
+        vec![member("grace@example.com", &[("FNAME", "Grace")])],
+    )
+    .await;
+    let config = world.dir.path().join("tandem.toml");
+    let config = config.to_str().unwrap();
+    let synced = tandem(&["sync", "--once", "--yes", "--config", config], &[]).await;
+    assert_eq!(synced.status.code(), Some(0), "{}", stderr(&synced));
+
+    let copy = world.dir.path().join("backup.sqlite");
+    let output = tandem(&["backup", "--config", config, copy.to_str().unwrap()], &[]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let original = tandem::store::Store::open(&world.config.store_path).unwrap();
+    let backup = tandem::store::Store::open(&copy).unwrap();
+    let pair = "hubspot-mailchimp";
+    assert_eq!(backup.counts(pair).unwrap().links, 2);
+    assert_eq!(backup.counts(pair).unwrap(), original.counts(pair).unwrap());
+    assert_eq!(
+        backup.audit_log(1000).unwrap(),
+        original.audit_log(1000).unwrap()
+    );
+
+    let again = tandem(&["backup", "--config", config, copy.to_str().unwrap()], &[]).await;
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("exists already"),
+        "{}",
+        stderr(&again)
     );
 }

@@ -189,3 +189,50 @@ async fn a_change_a_webhook_brought_is_timed_until_its_write() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_running_engine_cleanly() {
+    let mut world = World::new(
+        vec![contact("ada@example.com", &[("firstname", "Ada")])],
+        vec![member("ada@example.com", &[("FNAME", "Ada")])],
+    )
+    .await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = world.config_listening_at(listen, 3600);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["run", "--yes", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while !matches!(http.get(format!("http://{listen}/readyz")).send().await, Ok(r) if r.status() == 200)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not ready within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops promptly")
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a clean stop, not death by the signal"
+    );
+}

@@ -74,6 +74,13 @@ enum Command {
     /// mapping, then prove it: counts, per-field checksums, missing and extra
     /// records, spot checks. Exits 1 when the validation fails.
     Migrate(migrate::MigrateArgs),
+    /// Copy the state store to FILE, consistently, while tandem runs.
+    Backup {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Where to write the copy (must not exist).
+        file: PathBuf,
+    },
     /// Write a commented tandem.toml and a starter policy.
     Init(init::InitArgs),
     /// Print a shell completion script: tandem completions bash > /etc/bash_completion.d/tandem
@@ -297,6 +304,7 @@ async fn run(command: Command) -> Result<ExitCode, Failure> {
             reconcile::reconcile(&config.config, fix, json).await
         }
         Command::Migrate(args) => migrate::migrate(args).await,
+        Command::Backup { config, file } => backup(&config.config, &file),
         Command::Init(args) => init::init(args),
         Command::Completions { shell } => init::completions(shell),
         Command::Status { config, json } => status(&config.config, json),
@@ -334,6 +342,25 @@ async fn start_syncing(path: &std::path::Path, yes: bool) -> Result<(Config, Eng
     let (config, engine) = start(path).await?;
     confirmed.record(&engine).await?;
     Ok((config, engine))
+}
+
+/// Copy the state store with `VACUUM INTO`: one consistent snapshot even
+/// while a running engine writes to it.
+fn backup(path: &std::path::Path, to: &std::path::Path) -> Result<ExitCode, Failure> {
+    let config = Config::load(path).map_err(bad_input)?;
+    if to.exists() {
+        return Err(bad_input(anyhow::anyhow!(
+            "{} exists already; tandem backup writes a new file",
+            to.display()
+        )));
+    }
+    let store =
+        open_existing_store(&config.store_path).map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+    store
+        .copy_to(to)
+        .with_context(|| format!("cannot write {}", to.display()))?;
+    eprintln!("{} copied to {}", config.store_path.display(), to.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sync_once(path: &std::path::Path, json: bool, yes: bool) -> Result<ExitCode, Failure> {
@@ -397,15 +424,33 @@ async fn listen_for_webhooks(
     Ok(Some(tokio::spawn(intake.serve(listener, shutdown.clone()))))
 }
 
-/// A token cancelled by the first Ctrl-C.
+/// A token cancelled by the first Ctrl-C (SIGINT) or SIGTERM.
 pub fn shutdown_on_ctrl_c() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("Stopping after the current step.");
-            trigger.cancel();
+        // SIGTERM is how service managers (systemd, containers) ask a process to stop.
+        #[cfg(unix)]
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            signalled = tokio::signal::ctrl_c() => {
+                if signalled.is_err() {
+                    return;
+                }
+            }
+            () = terminate => {}
         }
+        tracing::info!("Stopping after the current step.");
+        trigger.cancel();
     });
     token
 }
