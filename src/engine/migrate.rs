@@ -462,9 +462,10 @@ impl Engine {
                         .iter()
                         .filter(|(field, _)| !write.contains_key(*field))
                         .map(|(field, value)| {
+                            let held = found.get(field).cloned().unwrap_or(Value::Null);
                             let pair = match from {
-                                Side::Left => (value.clone(), found[field].clone()),
-                                Side::Right => (found[field].clone(), value.clone()),
+                                Side::Left => (value.clone(), held),
+                                Side::Right => (held, value.clone()),
                             };
                             (field.clone(), pair)
                         })
