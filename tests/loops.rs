@@ -53,6 +53,10 @@ async fn round(world: &World, engine: &Engine) -> usize {
     phone_writes(engine).await - before
 }
 
+async fn open_conflicts(engine: &Engine) -> Vec<tandem::store::ConflictRow> {
+    engine.store().call(|s| s.conflicts(false)).await.unwrap()
+}
+
 /// Confirmed updates that wrote the phone, from the audit log.
 async fn phone_writes(engine: &Engine) -> usize {
     engine
@@ -90,7 +94,7 @@ async fn a_field_two_automations_fight_over_becomes_one_conflict_and_the_rest_sy
         "phone writes per round: {writes:?}"
     );
     assert!(writes[7..].iter().all(|w| *w == 0), "{writes:?}");
-    let conflicts = engine.store().call(|s| s.conflicts(false)).await.unwrap();
+    let conflicts = open_conflicts(&engine).await;
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     assert_eq!(conflicts[0].field, "phone");
     assert_eq!(conflicts[0].reason, LOOP_REASON);
@@ -103,7 +107,7 @@ async fn a_field_two_automations_fight_over_becomes_one_conflict_and_the_rest_sy
         world.hubspot_value(ADA, "lastname").as_deref(),
         Some("King")
     );
-    let open = engine.store().call(|s| s.conflicts(false)).await.unwrap();
+    let open = open_conflicts(&engine).await;
     assert_eq!(open.len(), 1, "still the one conflict: {open:?}");
 
     // Someone turns the Mailchimp import off and decides for HubSpot's format:
@@ -130,14 +134,7 @@ async fn a_field_two_automations_fight_over_becomes_one_conflict_and_the_rest_sy
         world.mailchimp_value(ADA, "PHONE"),
         hubspot.as_str().map(String::from)
     );
-    assert!(
-        engine
-            .store()
-            .call(|s| s.conflicts(false))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(open_conflicts(&engine).await.is_empty());
     world.later();
     world.mailchimp.edit(ADA, &[("PHONE", "+1 555 0142")]);
     world.pass(&engine).await;
@@ -145,14 +142,7 @@ async fn a_field_two_automations_fight_over_becomes_one_conflict_and_the_rest_sy
         world.hubspot_value(ADA, "phone").as_deref(),
         Some("+1 555 0142")
     );
-    assert!(
-        engine
-            .store()
-            .call(|s| s.conflicts(false))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(open_conflicts(&engine).await.is_empty());
 }
 
 #[tokio::test]
@@ -182,14 +172,7 @@ async fn a_field_that_only_moves_forward_or_flips_slowly_keeps_syncing() {
         writes += round(&world, &engine).await;
     }
     assert_eq!(writes, 12);
-    assert!(
-        engine
-            .store()
-            .call(|s| s.conflicts(false))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(open_conflicts(&engine).await.is_empty());
 }
 
 #[tokio::test]
@@ -203,12 +186,5 @@ async fn the_detector_can_be_turned_off() {
         writes += round(&world, &engine).await;
     }
     assert_eq!(writes, 12);
-    assert!(
-        engine
-            .store()
-            .call(|s| s.conflicts(false))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(open_conflicts(&engine).await.is_empty());
 }

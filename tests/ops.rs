@@ -21,6 +21,35 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
+/// A free loopback address for a listener.
+fn free_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `tandem run --yes` on this config, killed when dropped.
+fn run(config: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["run", "--yes", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Ada, the same in both systems.
+async fn ada() -> World {
+    World::new(
+        vec![contact("ada@example.com", &[("firstname", "Ada")])],
+        vec![member("ada@example.com", &[("FNAME", "Ada")])],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn metrics_after_a_pass_count_reads_writes_links_and_requests() {
     let mut world = World::new(
@@ -31,19 +60,9 @@ async fn metrics_after_a_pass_count_reads_writes_links_and_requests() {
         vec![member("ada@example.com", &[("FNAME", "Ada")])],
     )
     .await;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let listen = free_address();
     let config = world.config_listening_at(listen, 3600);
-    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["run", "--yes", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let _child = run(&config);
     let http = reqwest::Client::new();
     let base = format!("http://{listen}");
     let started = Instant::now();
@@ -113,24 +132,10 @@ async fn metrics_after_a_pass_count_reads_writes_links_and_requests() {
 
 #[tokio::test]
 async fn a_change_a_webhook_brought_is_timed_until_its_write() {
-    let mut world = World::new(
-        vec![contact("ada@example.com", &[("firstname", "Ada")])],
-        vec![member("ada@example.com", &[("FNAME", "Ada")])],
-    )
-    .await;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let mut world = ada().await;
+    let listen = free_address();
     let (config, _senders) = world.config_with_webhooks_at(listen, 3600);
-    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["run", "--yes", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let _child = run(&config);
     let http = reqwest::Client::new();
     let metrics = || async {
         match http.get(format!("http://{listen}/metrics")).send().await {
@@ -192,24 +197,10 @@ async fn a_change_a_webhook_brought_is_timed_until_its_write() {
 
 #[tokio::test]
 async fn sigterm_stops_a_running_engine_cleanly() {
-    let mut world = World::new(
-        vec![contact("ada@example.com", &[("firstname", "Ada")])],
-        vec![member("ada@example.com", &[("FNAME", "Ada")])],
-    )
-    .await;
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let mut world = ada().await;
+    let listen = free_address();
     let config = world.config_listening_at(listen, 3600);
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["run", "--yes", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = run(&config);
     let http = reqwest::Client::new();
     let started = Instant::now();
     while !matches!(http.get(format!("http://{listen}/readyz")).send().await, Ok(r) if r.status() == 200)
