@@ -1,27 +1,199 @@
-//! `tandem init` and `tandem completions`.
+//! `tandem init`: a commented `tandem.toml` for real accounts and the shipped
+//! policy, from flags (asking for what is missing when someone is at a
+//! terminal); and `tandem completions`, the shell completion scripts.
 
+use std::io::{BufRead, IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use anyhow::Context;
+use clap::{Args, CommandFactory, ValueEnum};
 
-use super::Failure;
+use super::{Cli, Failure, bad_input};
+use crate::demo::SHIPPED_POLICY;
 
 /// Arguments of `tandem init`.
 #[derive(Debug, Args)]
-pub struct InitArgs {}
+pub struct InitArgs {
+    /// Directory to write tandem.toml and policies/ into.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// The Mailchimp audience id (Audience > Settings > Audience name and defaults).
+    #[arg(long)]
+    list_id: Option<String>,
+    /// Environment variable holding the HubSpot private app token.
+    #[arg(long, default_value = "HUBSPOT_TOKEN")]
+    hubspot_token_env: String,
+    /// Environment variable holding the Mailchimp API key.
+    #[arg(long, default_value = "MAILCHIMP_API_KEY")]
+    mailchimp_api_key_env: String,
+    /// HubSpot's API root, if not the real one (a simulator, a proxy).
+    #[arg(long)]
+    hubspot_url: Option<String>,
+    /// Mailchimp's API root, if not the one the key's datacenter names.
+    #[arg(long)]
+    mailchimp_url: Option<String>,
+    /// Overwrite files that exist.
+    #[arg(long)]
+    force: bool,
+}
 
 /// A shell to complete in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Shell {
+    /// Bash.
     Bash,
+    /// Zsh.
     Zsh,
+    /// Fish.
     Fish,
 }
 
-pub fn init(_args: InitArgs) -> Result<ExitCode, Failure> {
-    Err(anyhow::anyhow!("tandem init is not built yet").into())
+/// Print the completion script for `shell`.
+pub fn completions(shell: Shell) -> Result<ExitCode, Failure> {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "tandem", &mut script);
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(anyhow::Error::from(e)
+                .context("cannot write the script")
+                .into());
+        }
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn completions(_shell: Shell) -> Result<ExitCode, Failure> {
-    Err(anyhow::anyhow!("tandem completions is not built yet").into())
+/// Write the config and the policy.
+pub fn init(args: InitArgs) -> Result<ExitCode, Failure> {
+    let config_path = args.dir.join("tandem.toml");
+    let policy_path = args.dir.join("policies").join("hubspot-mailchimp.toml");
+    if !args.force {
+        for path in [&config_path, &policy_path] {
+            if path.exists() {
+                return Err(bad_input(anyhow::anyhow!(
+                    "{} exists already; pass --force to overwrite it",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let list_id = match args.list_id.clone() {
+        Some(id) => id,
+        None if std::io::stdin().is_terminal() => ask("Mailchimp audience id (list_id)")?,
+        None => {
+            return Err(bad_input(anyhow::anyhow!(
+                "the Mailchimp audience id is needed: pass --list-id"
+            )));
+        }
+    };
+    if list_id.is_empty() || !list_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(bad_input(anyhow::anyhow!(
+            "--list-id {list_id:?}: an audience id is letters and digits, such as a1b2c3d4e5"
+        )));
+    }
+    write(&config_path, &config_text(&args, &list_id))?;
+    write(&policy_path, SHIPPED_POLICY)?;
+    println!(
+        "Wrote {} and {}.\n\nNext:\n  export {}=...   # a private app token with crm.objects.contacts.read and write\n  export {}=...   # ends in its datacenter, such as -us6\n  tandem policy check --config {}\n  tandem plan --config {}        # what the first pass would do; nothing is written\n  tandem sync --once --config {}  # the first link-up, after a preview\n  tandem run --config {}         # keep them aligned",
+        config_path.display(),
+        policy_path.display(),
+        args.hubspot_token_env,
+        args.mailchimp_api_key_env,
+        config_path.display(),
+        config_path.display(),
+        config_path.display(),
+        config_path.display(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ask(what: &str) -> Result<String, Failure> {
+    eprint!("{what}: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    Ok(answer.trim().to_string())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Failure> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// A TOML string literal.
+fn quoted(text: &str) -> String {
+    toml::Value::String(text.to_string()).to_string()
+}
+
+fn config_text(args: &InitArgs, list_id: &str) -> String {
+    let base_url = |url: &Option<String>, default: &str| match url {
+        Some(url) => format!("base_url = {}\n", quoted(url)),
+        None => format!("# base_url = {default}\n"),
+    };
+    format!(
+        r#"# tandem: HubSpot and Mailchimp kept in sync. Every setting is described in
+# the README ("Connecting real accounts"); those commented out show their default.
+
+[store]
+path = "tandem.sqlite"              # relative to this file; back it up with `tandem backup`
+
+[engine]
+# poll_interval_secs = 30           # pause between passes of `tandem run` (webhooks act in between)
+# retry_base_secs = 30              # first retry delay of a rejected write; doubles per attempt
+# retry_max_secs = 3600
+# max_attempts = 8                  # then the write is parked as a dead letter
+# removal_limit = 50                # more archives/deletes queued to one side than this,
+# removal_limit_percent = 10        #   or this share of the links, wait for approval
+# reconcile_interval_secs = 86400   # compare both systems in full this often; 0: never
+# loop_flips = 4                    # a field written back to an earlier value more often than this
+# loop_window_mins = 60             #   within this window becomes a conflict; 0 flips: off
+
+[connectors.hubspot]
+{hubspot_url}token_env = {hubspot_token}     # a private app token with crm.objects.contacts.read/write
+# client_secret_env = "HUBSPOT_CLIENT_SECRET"  # the app's client secret, to verify its webhooks
+# rate_limit = "100/10s"            # 190/10s on Professional and Enterprise; lower if other apps share it
+# search_rate_limit = "4/1s"
+
+[connectors.mailchimp]
+{mailchimp_url}api_key_env = {mailchimp_key}
+list_id = {list_id}
+# webhook_secret_env = "MAILCHIMP_WEBHOOK_SECRET"  # the ?secret= in the webhook URL
+# status_if_new = "subscribed"      # status of members tandem creates
+# max_connections = 8               # Mailchimp allows 10 per user, shared with other integrations
+
+# Webhooks bring changes within seconds; without this section, polling alone.
+# [http]
+# listen = "0.0.0.0:8080"
+# public_url = "https://sync.example.com"
+#
+# [[http.users]]                    # people who may resolve conflicts on the web page
+# name = "grace"
+# role = "support"                  # admin, support or viewer
+# password_hash_env = "GRACE_PASSWORD_HASH"  # from `tandem hash-password`
+
+[[pairs]]
+policy = "policies/hubspot-mailchimp.toml"
+"#,
+        hubspot_url = base_url(&args.hubspot_url, "\"https://api.hubapi.com\""),
+        mailchimp_url = base_url(
+            &args.mailchimp_url,
+            "\"https://<dc>.api.mailchimp.com/3.0\" (from the key)"
+        ),
+        hubspot_token = quoted(&args.hubspot_token_env),
+        mailchimp_key = quoted(&args.mailchimp_api_key_env),
+        list_id = quoted(list_id),
+    )
 }
