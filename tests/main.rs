@@ -14,6 +14,7 @@ mod hubspot_history;
 mod init;
 mod limits;
 mod linkup;
+mod logs;
 mod loops;
 mod mailchimp_tags;
 mod migrate;

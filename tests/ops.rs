@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::cli::{stderr, tandem};
 use crate::support::{World, contact, member};
 
 /// The value of the sample of `name` whose labels include all of `labels`.
@@ -225,5 +226,100 @@ async fn sigterm_stops_a_running_engine_cleanly() {
         status.code(),
         Some(0),
         "a clean stop, not death by the signal"
+    );
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_the_state_store_does_not_answer() {
+    let mut world = ada().await;
+    let listen = free_address();
+    world.config_listening_at(listen, 3600);
+    let engine = std::sync::Arc::new(world.engine().await);
+    let intake = tandem::http::Intake::new(&world.config, engine.clone()).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    tokio::spawn(intake.serve(listener, shutdown.clone()));
+    let http = reqwest::Client::new();
+    let ready = || async {
+        http.get(format!("http://{listen}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(ready().await, 200);
+
+    // Something holds the store (a stuck disk, a long lock): the probe says so in time.
+    let (held, release) = std::sync::mpsc::channel::<()>();
+    let store = engine.store().clone();
+    let holder = tokio::spawn(async move {
+        store
+            .call(move |_| {
+                release.recv().ok();
+                Ok(())
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(ready().await, 503);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let healthy = http
+        .get(format!("http://{listen}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthy.status(), 200, "the process itself is up");
+
+    held.send(()).unwrap();
+    holder.await.unwrap().unwrap();
+    assert_eq!(ready().await, 200);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn status_fails_once_a_connector_has_not_been_polled_for_three_intervals() {
+    let world = ada().await;
+    let config = world.dir.path().join("tandem.toml");
+    let config = config.to_str().unwrap();
+    let now = tandem_core::clock::now_millis();
+    let status = || async { tandem(&["status", "--json", "--config", config], &[]).await };
+
+    // The last pass ran an hour ago; polls are due every second.
+    let engine = tandem::engine::Engine::start(
+        &world.config,
+        tandem::engine::Clock::manual(now - 3_600_000),
+    )
+    .await
+    .unwrap();
+    engine
+        .pass(&tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    drop(engine);
+    let stale = status().await;
+    assert_eq!(stale.status.code(), Some(1), "{}", stderr(&stale));
+    let text = String::from_utf8_lossy(&stale.stdout);
+    assert!(
+        text.contains("hubspot last polled") && text.contains("mailchimp last polled"),
+        "{text}"
+    );
+
+    // Four minutes ago is within the five-minute floor.
+    let engine =
+        tandem::engine::Engine::start(&world.config, tandem::engine::Clock::manual(now - 240_000))
+            .await
+            .unwrap();
+    engine
+        .pass(&tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    drop(engine);
+    let fresh = status().await;
+    assert_eq!(
+        fresh.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&fresh.stdout)
     );
 }

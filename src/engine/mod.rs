@@ -223,6 +223,8 @@ pub struct Engine {
     /// When a webhook about a record was received, by (pair, side, record id),
     /// until a write it caused is confirmed: the webhook-to-write latency.
     heard: std::sync::Mutex<HashMap<(String, Side, String), Millis>>,
+    /// Passes started, to number them in logs.
+    passes: std::sync::atomic::AtomicU64,
 }
 
 /// How long a webhook's arrival is remembered waiting for a write it causes.
@@ -316,6 +318,7 @@ impl Engine {
             clock,
             nudge: tokio::sync::Notify::new(),
             heard: Default::default(),
+            passes: Default::default(),
         }
     }
 
@@ -361,6 +364,23 @@ impl Engine {
     }
 
     async fn pass_with(
+        &self,
+        poll: bool,
+        send: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<PassReport, PassError> {
+        let number = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
+        let kind = match (poll, send) {
+            (true, true) => "full",
+            (false, _) => "webhooks",
+            (true, false) => "dry",
+        };
+        self.pass_inner(poll, send, shutdown)
+            .instrument(info_span!("pass", pass = number, kind))
+            .await
+    }
+
+    async fn pass_inner(
         &self,
         poll: bool,
         send: bool,
@@ -1155,7 +1175,13 @@ impl Engine {
                 Ok(outcomes) => rows
                     .iter()
                     .zip(outcomes)
-                    .map(|(row, outcome)| match outcome {
+                    .map(|(row, outcome)| {
+                        let target = match &row.op {
+                            tandem_core::WriteOp::Update { id } | tandem_core::WriteOp::Archive { id } | tandem_core::WriteOp::DeletePermanently { id } => id.as_str(),
+                            tandem_core::WriteOp::Create => "",
+                        };
+                        let _record = info_span!("record", key = %row.key, link = row.link_id, %side, id = target).entered();
+                        match outcome {
                         Ok(record) => {
                             let tally = match row.op {
                                 tandem_core::WriteOp::Create => &mut report.created,
@@ -1196,7 +1222,7 @@ impl Engine {
                             let retry_at = now + connectors::transient_delay(&error, self.settings.retry_base).as_millis() as Millis;
                             Finish::Deferred { row: row.id, error: error.to_string(), retry_at }
                         }
-                    })
+                    }})
                     .collect(),
             };
             let confirmed: Vec<i64> = rows

@@ -210,6 +210,9 @@ async fn metrics_page() -> Response {
 
 /// Ready when the state store answers for every pair: 200 `ready`, else 503
 /// with why. `/healthz` only says the process is up.
+/// How long `/readyz` waits for the state store.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn ready(State(intake): State<Arc<Intake>>) -> Response {
     let pairs: Vec<String> = intake
         .engine
@@ -220,16 +223,24 @@ async fn ready(State(intake): State<Arc<Intake>>) -> Response {
     if pairs.is_empty() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no pair is configured").into_response();
     }
-    let answered = intake
-        .engine
-        .store()
-        .call(move |s| {
-            for pair in &pairs {
-                s.counts(pair)?;
-            }
-            Ok(())
-        })
-        .await;
+    let asked = intake.engine.store().call(move |s| {
+        for pair in &pairs {
+            s.counts(pair)?;
+        }
+        Ok(())
+    });
+    // A store held up (a stuck disk, a long lock) must not hold up the probe.
+    let Ok(answered) = tokio::time::timeout(READY_WAIT, asked).await else {
+        tracing::error!(
+            wait_ms = READY_WAIT.as_millis() as u64,
+            "Not ready: the state store did not answer in time."
+        );
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state store did not answer in time",
+        )
+            .into_response();
+    };
     match answered {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(error) => {
