@@ -675,28 +675,24 @@ async fn put_member(
                 format!("{email} is already a list member."),
             );
         }
-        Some(current) => {
-            // An archived member is re-added by PUT as by POST, taking
-            // `status_if_new` when no `status` is given.
-            let archived = state.get(current).is_some_and(|m| m.status == "archived");
-            let status = if archived {
-                new_status
-            } else {
-                body.status.as_deref()
-            };
-            state
-                .validate(Some(&email), status, &body.merge_fields, archived, skip)
-                .map(|()| {
-                    state.update_with(
-                        current,
-                        Some(&email),
-                        status,
-                        body.merge_fields,
-                        &body.extra,
-                        &[],
-                    )
-                })
-        }
+        Some(current) => state
+            .validate(
+                Some(&email),
+                body.status.as_deref(),
+                &body.merge_fields,
+                false,
+                skip,
+            )
+            .map(|()| {
+                state.update_with(
+                    current,
+                    Some(&email),
+                    body.status.as_deref(),
+                    body.merge_fields,
+                    &body.extra,
+                    &[],
+                )
+            }),
         None => {
             if subscriber_hash(&email) != hash && state.get(&hash).is_none() && hash != email {
                 Err(Rejection::invalid(
