@@ -48,6 +48,21 @@ fn line_of(path: &Path, needle: &str) -> usize {
         + 1
 }
 
+/// `tandem sync --once --yes` with this config.
+async fn sync_once(path: &Path) -> Output {
+    tandem(
+        &[
+            "sync",
+            "--once",
+            "--yes",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await
+}
+
 fn config_with(world: &World, edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
     let path = world.dir.path().join("tandem.toml");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -59,17 +74,7 @@ fn config_with(world: &World, edit: impl FnOnce(String) -> String) -> std::path:
 async fn a_missing_config_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.toml");
-    let output = tandem(
-        &[
-            "sync",
-            "--once",
-            "--yes",
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = sync_once(&path).await;
     assert_bad_input(
         &output,
         "nope.toml: cannot read the config file",
@@ -84,17 +89,7 @@ async fn a_malformed_config_is_placed_by_line_and_column() {
         text.replace("poll_interval_secs = 1", "poll_interval_secs = \"often\"")
     });
     let line = line_of(&path, "poll_interval_secs");
-    let output = tandem(
-        &[
-            "sync",
-            "--once",
-            "--yes",
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = sync_once(&path).await;
     assert_bad_input(
         &output,
         &format!("tandem.toml:{line}:22: invalid type: string \"often\""),
@@ -108,17 +103,7 @@ async fn an_unknown_config_key_is_an_error() {
     let path = config_with(&world, |text| {
         text.replace("[engine]", "[engine]\npol_interval_secs = 5")
     });
-    let output = tandem(
-        &[
-            "sync",
-            "--once",
-            "--yes",
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = sync_once(&path).await;
     assert_bad_input(
         &output,
         "unknown field `pol_interval_secs`",
@@ -162,17 +147,7 @@ async fn a_missing_credential_variable_is_named() {
             "token_env = \"TANDEM_TEST_UNSET_TOKEN\"",
         )
     });
-    let output = tandem(
-        &[
-            "sync",
-            "--once",
-            "--yes",
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = sync_once(&path).await;
     assert_bad_input(
         &output,
         "connectors.hubspot.token_env: environment variable TANDEM_TEST_UNSET_TOKEN is not set",
@@ -248,17 +223,7 @@ async fn an_unreachable_base_url_is_named() {
     let dead = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let path = config_with(&world, |text| text.replacen(&world.hubspot_url, &dead, 1));
-    let output = tandem(
-        &[
-            "sync",
-            "--once",
-            "--yes",
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = sync_once(&path).await;
     assert_bad_input(
         &output,
         "connectors.hubspot.base_url: hubspot: cannot reach",
@@ -682,17 +647,7 @@ async fn a_loop_window_longer_than_a_day_is_an_error() {
         text.replace("[engine]", "[engine]\nloop_window_mins = 2000")
     });
     let line = line_of(&path, "loop_window_mins");
-    let output = tandem(
-        &[
-            "sync",
-            "--once",
-            "--yes",
-            "--config",
-            path.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = sync_once(&path).await;
     assert_bad_input(
         &output,
         &format!("tandem.toml:{line}:20: engine.loop_window_mins: must be 1 to 1440 (a day)"),

@@ -285,18 +285,19 @@ async fn status_fails_once_a_connector_has_not_been_polled_for_three_intervals()
     let now = tandem_core::clock::now_millis();
     let status = || async { tandem(&["status", "--json", "--config", config], &[]).await };
 
+    // A pass at `at`, by an engine that stops after it.
+    let settings = &world.config;
+    let pass_at = |at: i64| async move {
+        let clock = tandem::engine::Clock::manual(at);
+        let engine = tandem::engine::Engine::start(settings, clock)
+            .await
+            .unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        engine.pass(&shutdown).await.unwrap();
+    };
+
     // The last pass ran an hour ago; polls are due every second.
-    let engine = tandem::engine::Engine::start(
-        &world.config,
-        tandem::engine::Clock::manual(now - 3_600_000),
-    )
-    .await
-    .unwrap();
-    engine
-        .pass(&tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap();
-    drop(engine);
+    pass_at(now - 3_600_000).await;
     let stale = status().await;
     assert_eq!(stale.status.code(), Some(1), "{}", stderr(&stale));
     let text = String::from_utf8_lossy(&stale.stdout);
@@ -306,15 +307,7 @@ async fn status_fails_once_a_connector_has_not_been_polled_for_three_intervals()
     );
 
     // Four minutes ago is within the five-minute floor.
-    let engine =
-        tandem::engine::Engine::start(&world.config, tandem::engine::Clock::manual(now - 240_000))
-            .await
-            .unwrap();
-    engine
-        .pass(&tokio_util::sync::CancellationToken::new())
-        .await
-        .unwrap();
-    drop(engine);
+    pass_at(now - 240_000).await;
     let fresh = status().await;
     assert_eq!(
         fresh.status.code(),

@@ -159,15 +159,11 @@ impl Engine {
         let (links, busy, polls) = self
             .store
             .call(move |s| {
-                let mut links = Vec::new();
-                let mut after = 0;
-                loop {
-                    let batch = s.links_after(&pair, after, 5_000)?;
-                    let Some(last) = batch.last() else { break };
-                    after = last.id;
-                    links.extend(batch);
-                }
-                Ok((links, s.busy_links(&pair)?, s.last_polls(&pair)?))
+                Ok((
+                    s.all_links(&pair)?,
+                    s.busy_links(&pair)?,
+                    s.last_polls(&pair)?,
+                ))
             })
             .await?;
         let mut report = compare(policy, &listed, &links, &busy, polls, self.clock.now());

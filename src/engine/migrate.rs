@@ -400,14 +400,11 @@ impl Engine {
         let (links, busy) = self
             .store
             .call(move |s| {
-                let mut links = HashMap::new();
-                let mut after = 0;
-                loop {
-                    let batch = s.links_after(&pair, after, 5_000)?;
-                    let Some(last) = batch.last() else { break };
-                    after = last.id;
-                    links.extend(batch.into_iter().map(|l| (l.key.clone(), l)));
-                }
+                let links: HashMap<String, _> = s
+                    .all_links(&pair)?
+                    .into_iter()
+                    .map(|l| (l.key.clone(), l))
+                    .collect();
                 Ok((links, s.busy_links(&pair)?))
             })
             .await

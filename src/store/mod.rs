@@ -743,6 +743,18 @@ impl Store {
             .optional()?)
     }
 
+    /// Every link of a pair, in id order.
+    pub fn all_links(&self, pair: &str) -> Result<Vec<Link>> {
+        let mut links = Vec::new();
+        loop {
+            let batch = self.links_after(pair, links.last().map_or(0, |l: &Link| l.id), 5_000)?;
+            if batch.is_empty() {
+                return Ok(links);
+            }
+            links.extend(batch);
+        }
+    }
+
     /// Up to `limit` links of a pair with ids above `after`, in id order: a way to
     /// walk every link without holding them all.
     pub fn links_after(&self, pair: &str, after: i64, limit: usize) -> Result<Vec<Link>> {
