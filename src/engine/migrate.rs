@@ -175,13 +175,12 @@ impl MigrateProgress for () {
     fn written(&mut self, _: usize, _: usize) {}
 }
 
+/// Records by match key: canonical values and the record's id.
+type Keyed = BTreeMap<String, (Values, String)>;
+
 /// The records a source side should put into the target, by match key: its
 /// records in scope with a key, as canonical values.
-fn source_values(
-    policy: &Policy,
-    from: Side,
-    listed: &HashMap<String, Record>,
-) -> (BTreeMap<String, (Values, String)>, usize) {
+fn source_values(policy: &Policy, from: Side, listed: &HashMap<String, Record>) -> (Keyed, usize) {
     let key_field = &policy.key_field().name;
     let mut skipped = 0;
     let mut by_key = BTreeMap::new();
@@ -202,11 +201,7 @@ fn source_values(
 }
 
 /// A target side's records by match key, as canonical values with their id.
-fn target_values(
-    policy: &Policy,
-    to: Side,
-    listed: &HashMap<String, Record>,
-) -> BTreeMap<String, (Values, String)> {
+fn target_values(policy: &Policy, to: Side, listed: &HashMap<String, Record>) -> Keyed {
     let key_field = &policy.key_field().name;
     listed
         .values()
@@ -342,10 +337,10 @@ impl Engine {
         let to_side = from_side.other();
         let source = self.list_all(policy, from_side, progress).await?;
         let target = self.list_all(policy, to_side, progress).await?;
-        let mut validation = validate(policy, from_side, &source, &target);
-        let picks = sample_keys(validation_keys(policy, from_side, &source), sample);
-        let targets = target_values(policy, to_side, &target);
         let (sources, _) = source_values(policy, from_side, &source);
+        let targets = target_values(policy, to_side, &target);
+        let mut validation = validate(policy, from_side, &sources, &targets, &target);
+        let picks = sample_keys(sources.keys().cloned().collect(), sample);
         let ids: Vec<String> = picks
             .iter()
             .filter_map(|key| targets.get(key).map(|(_, id)| id.clone()))
@@ -583,11 +578,6 @@ impl Engine {
     }
 }
 
-/// The keys of the source records compared.
-fn validation_keys(policy: &Policy, from: Side, source: &HashMap<String, Record>) -> Vec<String> {
-    source_values(policy, from, source).0.into_keys().collect()
-}
-
 /// Up to `n` keys spread over the set: those whose SHA-256 comes first, so the
 /// same records are read back on every run and no order of the listing biases it.
 fn sample_keys(keys: Vec<String>, n: usize) -> Vec<String> {
@@ -603,19 +593,18 @@ fn sample_keys(keys: Vec<String>, n: usize) -> Vec<String> {
 fn validate(
     policy: &Policy,
     from: Side,
-    source: &HashMap<String, Record>,
+    sources: &Keyed,
+    targets: &Keyed,
     target: &HashMap<String, Record>,
 ) -> Validation {
     let to = from.other();
-    let (sources, _) = source_values(policy, from, source);
-    let targets = target_values(policy, to, target);
     let mut validation = Validation {
         source_records: sources.len(),
         target_records: target.len(),
         ..Validation::default()
     };
     let mut hashes: BTreeMap<String, (usize, Sha256, Sha256)> = BTreeMap::new();
-    for (key, (values, _)) in &sources {
+    for (key, (values, _)) in sources {
         let want = expected(policy, to, values);
         let found = targets.get(key).map(|(v, _)| v);
         for (field, value) in &want {
@@ -651,15 +640,16 @@ fn validate(
             target: hex::encode(target.finalize()),
         })
         .collect();
-    validation.extra = target
-        .values()
-        .filter(|r| policy.in_scope(to, &r.fields))
-        .filter_map(|r| {
-            let values = policy.canonical(to, &r.fields);
-            let key = values.get(&policy.key_field().name)?.as_str()?;
-            (!sources.contains_key(key)).then(|| key.to_string())
+    // In key order already, as `targets` is.
+    validation.extra = targets
+        .iter()
+        .filter(|(key, _)| !sources.contains_key(*key))
+        .filter(|(_, (_, id))| {
+            target
+                .get(id)
+                .is_some_and(|r| policy.in_scope(to, &r.fields))
         })
+        .map(|(key, _)| key.clone())
         .collect();
-    validation.extra.sort();
     validation
 }
