@@ -209,3 +209,21 @@ async fn the_running_engine_compares_on_its_schedule() {
         ([1, 1], 1, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comparison_lists_every_page_of_both_systems() {
+    // More than one page of HubSpot's listing (100 a page).
+    let (contacts, members) = people(250);
+    let world = World::new(contacts, members).await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    drop(engine);
+
+    let (code, out) = tandem(&world, &["reconcile", "--json"]);
+    let reports: Value = serde_json::from_str(&out).unwrap();
+    let counts = &reports[0]["counts"];
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(counts["listed"], serde_json::json!([250, 250]), "{counts}");
+    assert_eq!(counts["matched"], 250, "{counts}");
+    assert_eq!(counts["missing"], 0, "{counts}");
+}

@@ -128,7 +128,9 @@ impl Engine {
                 }
             }
             cursor = Some(page.cursor);
-            if page.full_listing || !page.more {
+            // Every page of a listing from the start is part of a full
+            // listing; only `more` says whether pages remain.
+            if !page.more {
                 return Ok(listed);
             }
         }
