@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// this many linked records (100,000 if no number is given).
     #[arg(long, value_name = "RECORDS", num_args = 0..=1, default_missing_value = "100000")]
     pub decisions: Option<usize>,
+    /// Measure a migration instead: HubSpot holds this many contacts, Mailchimp
+    /// half of them with differences; copy into Mailchimp and validate.
+    #[arg(long, value_name = "CONTACTS", num_args = 0..=1, default_missing_value = "10000")]
+    pub migrate: Option<usize>,
 }
 
 /// One run's figures.
@@ -84,6 +88,9 @@ const HUBSPOT_BUDGET: (u32, u64) = (100, 10);
 
 /// Run the benchmark.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(contacts) = args.migrate {
+        return crate::bench_migrate::run(contacts, args.json).await;
+    }
     if let Some(records) = args.decisions {
         return crate::bench_decisions::run(records, args.json);
     }
@@ -227,7 +234,11 @@ async fn run_one(n: usize, limits: bool) -> anyhow::Result<BenchResult> {
 }
 
 /// Start `tandem sim <vendor>` on a free port; its first line of output is its URL.
-async fn spawn_sim(dir: &Path, vendor: &str, extra: &[&str]) -> anyhow::Result<(Child, String)> {
+pub(crate) async fn spawn_sim(
+    dir: &Path,
+    vendor: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Child, String)> {
     let exe = std::env::current_exe().context("cannot find the tandem executable")?;
     let seed = dir.join(format!("{vendor}-seed.json"));
     let mut child = Command::new(exe)
@@ -250,11 +261,11 @@ async fn spawn_sim(dir: &Path, vendor: &str, extra: &[&str]) -> anyhow::Result<(
 }
 
 /// Reset the kernel's peak-RSS mark of this process (Linux), so each run reports its own.
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn peak_rss_kib() -> Option<u64> {
+pub(crate) fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

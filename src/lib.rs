@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bench_decisions;
 pub mod bench_latency;
+pub mod bench_migrate;
 pub mod cli;
 pub mod config;
 pub mod crash;
