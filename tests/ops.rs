@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::{stderr, tandem};
-use crate::support::{World, contact, member};
+use crate::support::{World, contact, free_address, member};
 
 /// The value of the sample of `name` whose labels include all of `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -20,14 +20,6 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
-}
-
-/// A free loopback address for a listener.
-fn free_address() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// `tandem run --yes` on this config, killed when dropped.
@@ -239,7 +231,11 @@ async fn readyz_is_503_while_the_state_store_does_not_answer() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
     tokio::spawn(intake.serve(listener, shutdown.clone()));
-    let http = reqwest::Client::new();
+    // A probe that hangs fails the test rather than holding it up.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let ready = || async {
         http.get(format!("http://{listen}/readyz"))
             .send()

@@ -49,6 +49,14 @@ pub fn contact_at(
 }
 
 /// A Mailchimp member for a seed.
+/// A free loopback address for a listener.
+pub fn free_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// `n` people, p0@example.com and on, in both systems with first name F and last name L.
 pub fn people(n: usize) -> (Vec<SeedContact>, Vec<SeedMember>) {
     let emails: Vec<String> = (0..n).map(|i| format!("p{i}@example.com")).collect();

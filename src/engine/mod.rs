@@ -954,15 +954,27 @@ impl Engine {
                 .count();
             let pair = policy.name.clone();
             let now = self.clock.now();
-            let applied = self
+            // The changes come back, to name the records of a decision the store refuses.
+            let (applied, changes) = self
                 .store
-                .call(move |s| s.apply(&pair, &changes, &consumed, now))
+                .call(move |s| Ok((s.apply(&pair, &changes, &consumed, now)?, changes)))
                 .await?;
             fail::fail_point!("reconcile-after-apply");
             report.linked += linked;
             report.conflicts_opened += applied.conflicts_opened;
             report.conflicts_closed += applied.conflicts_closed;
             for (index, error) in &applied.failed {
+                let change = &changes[*index];
+                let (link, key) = match &change.link {
+                    crate::store::LinkRef::Existing(id) => (Some(*id), None),
+                    crate::store::LinkRef::New { key, .. } => (None, Some(key.as_str())),
+                };
+                let records = change
+                    .seen
+                    .iter()
+                    .map(|(side, r)| format!("{side}:{}", r.id));
+                let records = records.collect::<Vec<_>>().join(" ");
+                let _record = info_span!("record", link, key, records = %records).entered();
                 tracing::error!(%error, "A reconcile decision could not be stored; the record waits for its next change.");
                 report.problem(format!(
                     "storing the decision for record {index} of a chunk: {error}"
@@ -1182,47 +1194,48 @@ impl Engine {
                         };
                         let _record = info_span!("record", key = %row.key, link = row.link_id, %side, id = target).entered();
                         match outcome {
-                        Ok(record) => {
-                            let tally = match row.op {
-                                tandem_core::WriteOp::Create => &mut report.created,
-                                tandem_core::WriteOp::Update { .. } => &mut report.updated,
-                                _ => &mut report.removed,
-                            };
-                            tally[side as usize] += 1;
-                            let base = confirmed_base(policy, side, &row.sources, &row.payload, &record.fields);
-                            // An update that carried the key moves the link to it.
-                            let new_key = matches!(row.op, tandem_core::WriteOp::Update { .. })
-                                .then(|| row.sources.get(&policy.key_field().name)?.as_str().map(String::from))
-                                .flatten();
-                            Finish::Confirmed { row: row.id, record, base, new_key }
-                        }
-                        Err(error) if error.kind() == ErrorKind::BadRecord => {
-                            if let (ConnectorError::Missing { .. }, tandem_core::WriteOp::Update { id } | tandem_core::WriteOp::Archive { id }) = (&error, &row.op) {
-                                missing.push(tandem_core::Hint {
-                                    event_id: format!("missing:{}:{}", row.id, row.attempts),
-                                    record: tandem_core::RecordRef::Id(id.clone()),
-                                    kind: tandem_core::HintKind::Changed,
-                                    occurred_at: now,
-                                });
+                            Ok(record) => {
+                                let tally = match row.op {
+                                    tandem_core::WriteOp::Create => &mut report.created,
+                                    tandem_core::WriteOp::Update { .. } => &mut report.updated,
+                                    _ => &mut report.removed,
+                                };
+                                tally[side as usize] += 1;
+                                let base = confirmed_base(policy, side, &row.sources, &row.payload, &record.fields);
+                                // An update that carried the key moves the link to it.
+                                let new_key = matches!(row.op, tandem_core::WriteOp::Update { .. })
+                                    .then(|| row.sources.get(&policy.key_field().name)?.as_str().map(String::from))
+                                    .flatten();
+                                Finish::Confirmed { row: row.id, record, base, new_key }
                             }
-                            let attempts = row.attempts + 1;
-                            report.rejected += 1;
-                            report.problem(format!("{} {} on {}: {error}", write_verb(&row.op), row.key, policy.connector(side)));
-                            let retry_at = (attempts < self.settings.max_attempts).then(|| now + self.backoff(attempts));
-                            if retry_at.is_none() {
-                                report.dead_lettered += 1;
-                                warn!(key = %row.key, %side, attempts, error = %error, "Write parked as a dead letter.");
-                            } else {
-                                info!(key = %row.key, %side, attempts, error = %error, "Write rejected; it will be retried.");
+                            Err(error) if error.kind() == ErrorKind::BadRecord => {
+                                if let (ConnectorError::Missing { .. }, tandem_core::WriteOp::Update { id } | tandem_core::WriteOp::Archive { id }) = (&error, &row.op) {
+                                    missing.push(tandem_core::Hint {
+                                        event_id: format!("missing:{}:{}", row.id, row.attempts),
+                                        record: tandem_core::RecordRef::Id(id.clone()),
+                                        kind: tandem_core::HintKind::Changed,
+                                        occurred_at: now,
+                                    });
+                                }
+                                let attempts = row.attempts + 1;
+                                report.rejected += 1;
+                                report.problem(format!("{} {} on {}: {error}", write_verb(&row.op), row.key, policy.connector(side)));
+                                let retry_at = (attempts < self.settings.max_attempts).then(|| now + self.backoff(attempts));
+                                if retry_at.is_none() {
+                                    report.dead_lettered += 1;
+                                    warn!(key = %row.key, %side, attempts, error = %error, "Write parked as a dead letter.");
+                                } else {
+                                    info!(key = %row.key, %side, attempts, error = %error, "Write rejected; it will be retried.");
+                                }
+                                Finish::Rejected { row: row.id, error: error.to_string(), retry_at }
                             }
-                            Finish::Rejected { row: row.id, error: error.to_string(), retry_at }
+                            Err(error) => {
+                                report.deferred += 1;
+                                let retry_at = now + connectors::transient_delay(&error, self.settings.retry_base).as_millis() as Millis;
+                                Finish::Deferred { row: row.id, error: error.to_string(), retry_at }
+                            }
                         }
-                        Err(error) => {
-                            report.deferred += 1;
-                            let retry_at = now + connectors::transient_delay(&error, self.settings.retry_base).as_millis() as Millis;
-                            Finish::Deferred { row: row.id, error: error.to_string(), retry_at }
-                        }
-                    }})
+                    })
                     .collect(),
             };
             let confirmed: Vec<i64> = rows

@@ -98,13 +98,23 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 }
 
 /// Name and password.
-#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     /// The user name.
     pub name: String,
     /// The password.
     pub password: String,
+}
+
+/// Without the password, so that no debug print of a sign-in can log it.
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn")
+            .field("name", &self.name)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
 }
 
 /// Who is signed in, and the token to send as `X-CSRF-Token` with every change.

@@ -208,11 +208,11 @@ async fn metrics_page() -> Response {
     }
 }
 
-/// Ready when the state store answers for every pair: 200 `ready`, else 503
-/// with why. `/healthz` only says the process is up.
 /// How long `/readyz` waits for the state store.
 const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Ready when the state store answers for every pair within [`READY_WAIT`]:
+/// 200 `ready`, else 503 with why. `/healthz` only says the process is up.
 async fn ready(State(intake): State<Arc<Intake>>) -> Response {
     let pairs: Vec<String> = intake
         .engine
