@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
+use tandem_hubspot::sim::Seed as HubSpotSeed;
+use tandem_mailchimp::sim::Seed as MailchimpSeed;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -152,44 +154,14 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 
 async fn run_one(n: usize, limits: bool) -> anyhow::Result<BenchResult> {
     let dir = tempfile::tempdir()?;
-    let (hubspot_seed, mailchimp_seed) = generate(Profile::backfill(n), n as u64);
-    std::fs::write(
-        dir.path().join("hubspot-seed.json"),
-        serde_json::to_vec(&hubspot_seed)?,
-    )?;
-    std::fs::write(
-        dir.path().join("mailchimp-seed.json"),
-        serde_json::to_vec(&mailchimp_seed)?,
-    )?;
-    drop((hubspot_seed, mailchimp_seed));
     let budget = format!("{}/{}s", HUBSPOT_BUDGET.0, HUBSPOT_BUDGET.1);
-    let (hubspot_limits, mailchimp_limits): (Vec<&str>, Vec<&str>) = if limits {
-        (
-            vec!["--rate-limit", &budget, "--search-rate-limit", "5/1s"],
-            vec!["--max-connections", "10"],
-        )
-    } else {
-        (vec![], vec!["--max-connections", "0"])
-    };
-    let (mut hubspot, hubspot_url) = spawn_sim(dir.path(), "hubspot", &hubspot_limits).await?;
-    let (mut mailchimp, mailchimp_url) =
-        spawn_sim(dir.path(), "mailchimp", &mailchimp_limits).await?;
-    let workspace = Workspace {
-        hubspot_url,
-        hubspot_token: "sim-hubspot-token".into(),
-        mailchimp_url,
-        mailchimp_key: "0123456789abcdef0123456789abcdef-us6".into(),
-        list_id: "a1b2c3d4e5".into(),
-        poll_interval_secs: 30,
-        overlap_secs: 5,
-        hubspot_limits: if limits {
-            (budget.clone(), "4/1s".into())
-        } else {
-            ("off".into(), "off".into())
-        },
-        webhooks: None,
-    };
-    let config = Config::load(&write_workspace(dir.path(), &workspace)?)?;
+    let enforced = limits.then_some(SimLimits {
+        hubspot: vec!["--rate-limit", &budget, "--search-rate-limit", "5/1s"],
+        mailchimp: vec!["--max-connections", "10"],
+        engine: (budget.clone(), "4/1s".into()),
+    });
+    let seeds = generate(Profile::backfill(n), n as u64);
+    let (mut hubspot, mut mailchimp, config) = spawn_sims(dir.path(), seeds, enforced).await?;
     reset_peak_rss();
     let engine = Engine::start(&config, Clock::System).await?;
     let never = CancellationToken::new();
@@ -231,6 +203,55 @@ async fn run_one(n: usize, limits: bool) -> anyhow::Result<BenchResult> {
         backfill_traffic: pair.traffic,
         hubspot_budget_use,
     })
+}
+
+/// Rate limits to enforce: the simulators' arguments and the engine's
+/// (request budget, search budget) for HubSpot.
+pub(crate) struct SimLimits<'a> {
+    pub hubspot: Vec<&'a str>,
+    pub mailchimp: Vec<&'a str>,
+    pub engine: (String, String),
+}
+
+/// Both simulators as child processes, seeded, and the config of an engine
+/// pointed at them (with the limits, or none).
+pub(crate) async fn spawn_sims(
+    dir: &Path,
+    (hubspot_seed, mailchimp_seed): (HubSpotSeed, MailchimpSeed),
+    limits: Option<SimLimits<'_>>,
+) -> anyhow::Result<(Child, Child, Config)> {
+    std::fs::write(
+        dir.join("hubspot-seed.json"),
+        serde_json::to_vec(&hubspot_seed)?,
+    )?;
+    std::fs::write(
+        dir.join("mailchimp-seed.json"),
+        serde_json::to_vec(&mailchimp_seed)?,
+    )?;
+    drop((hubspot_seed, mailchimp_seed));
+    let (hubspot_args, mailchimp_args, engine_limits) = match limits {
+        Some(l) => (l.hubspot, l.mailchimp, l.engine),
+        None => (
+            vec![],
+            vec!["--max-connections", "0"],
+            ("off".into(), "off".into()),
+        ),
+    };
+    let (hubspot, hubspot_url) = spawn_sim(dir, "hubspot", &hubspot_args).await?;
+    let (mailchimp, mailchimp_url) = spawn_sim(dir, "mailchimp", &mailchimp_args).await?;
+    let workspace = Workspace {
+        hubspot_url,
+        hubspot_token: "sim-hubspot-token".into(),
+        mailchimp_url,
+        mailchimp_key: "0123456789abcdef0123456789abcdef-us6".into(),
+        list_id: "a1b2c3d4e5".into(),
+        poll_interval_secs: 30,
+        overlap_secs: 5,
+        hubspot_limits: engine_limits,
+        webhooks: None,
+    };
+    let config = Config::load(&write_workspace(dir, &workspace)?)?;
+    Ok((hubspot, mailchimp, config))
 }
 
 /// Start `tandem sim <vendor>` on a free port; its first line of output is its URL.

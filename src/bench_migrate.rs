@@ -9,9 +9,7 @@ use std::time::Instant;
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::bench::{peak_rss_kib, reset_peak_rss, spawn_sim};
-use crate::config::Config;
-use crate::demo::{Workspace, write_workspace};
+use crate::bench::{peak_rss_kib, reset_peak_rss, spawn_sims};
 use crate::engine::{Clock, Engine, MigrateProgress, Progress};
 use crate::fixtures::{Profile, generate};
 use crate::side::Side;
@@ -63,31 +61,8 @@ pub async fn run(n: usize, json: bool) -> anyhow::Result<()> {
         without_email: 0,
         differences: true,
     };
-    let (hubspot_seed, mailchimp_seed) = generate(profile, n as u64);
-    std::fs::write(
-        dir.path().join("hubspot-seed.json"),
-        serde_json::to_vec(&hubspot_seed)?,
-    )?;
-    std::fs::write(
-        dir.path().join("mailchimp-seed.json"),
-        serde_json::to_vec(&mailchimp_seed)?,
-    )?;
-    drop((hubspot_seed, mailchimp_seed));
-    let (mut hubspot, hubspot_url) = spawn_sim(dir.path(), "hubspot", &[]).await?;
-    let (mut mailchimp, mailchimp_url) =
-        spawn_sim(dir.path(), "mailchimp", &["--max-connections", "0"]).await?;
-    let workspace = Workspace {
-        hubspot_url,
-        hubspot_token: "sim-hubspot-token".into(),
-        mailchimp_url,
-        mailchimp_key: "0123456789abcdef0123456789abcdef-us6".into(),
-        list_id: "a1b2c3d4e5".into(),
-        poll_interval_secs: 30,
-        overlap_secs: 5,
-        hubspot_limits: ("off".into(), "off".into()),
-        webhooks: None,
-    };
-    let config = Config::load(&write_workspace(dir.path(), &workspace)?)?;
+    let (mut hubspot, mut mailchimp, config) =
+        spawn_sims(dir.path(), generate(profile, n as u64), None).await?;
     reset_peak_rss();
     let engine = Engine::start(&config, Clock::System).await?;
     let mut steps = Steps::default();
