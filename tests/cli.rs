@@ -49,7 +49,7 @@ fn line_of(path: &Path, needle: &str) -> usize {
 }
 
 /// `tandem sync --once --yes` with this config.
-async fn sync_once(path: &Path) -> Output {
+pub(crate) async fn sync_once(path: &Path) -> Output {
     tandem(
         &[
             "sync",
@@ -121,17 +121,7 @@ async fn a_malformed_policy_is_placed_by_line_and_column() {
     std::fs::write(&policy, text).unwrap();
     let config = world.dir.path().join("tandem.toml");
     let line = line_of(&policy, "manul");
-    let output = tandem(
-        &[
-            "sync",
-            "--once",
-            "--yes",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = sync_once(&config).await;
     let expected = format!(
         "hubspot-mailchimp.toml:{line}:8: field `company`: unknown rule `manul` (hint: use \"newest\""
     );
@@ -197,17 +187,7 @@ async fn a_wrong_credential_is_named() {
     let world = World::new(vec![], vec![]).await;
     std::fs::write(world.dir.path().join("hubspot.token"), "not-the-token").unwrap();
     let config = world.dir.path().join("tandem.toml");
-    let output = tandem(
-        &[
-            "sync",
-            "--once",
-            "--yes",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let output = sync_once(&config).await;
     assert_bad_input(
         &output,
         "connectors.hubspot.token_file: hubspot: credentials rejected (HTTP 401)",

@@ -11,8 +11,8 @@ use tandem::demo::{WebhookSetup, Workspace, write_workspace};
 use tandem_hubspot::sim::SimConfig as HubSpotSimConfig;
 use tandem_mailchimp::sim::SimConfig as MailchimpSimConfig;
 
-use crate::cli::{stderr, tandem};
-use crate::support::{World, contact, eventually, free_address, member};
+use crate::cli::{stderr, sync_once, tandem};
+use crate::support::{World, contact, eventually, free_address, member, stop_with_sigterm};
 
 async fn world_with_a_rejected_record() -> World {
     let world = World::new(
@@ -183,17 +183,7 @@ async fn no_secret_appears_in_a_running_engines_trace_logs() {
     let world = world_with_a_rejected_record().await;
     let listen = free_address();
     let (config, setup, mut secrets) = write_secrets(&world, listen);
-    let linked = tandem(
-        &[
-            "sync",
-            "--once",
-            "--yes",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let linked = sync_once(&config).await;
     assert_eq!(linked.status.code(), Some(0), "{}", stderr(&linked));
 
     let log = world.dir.path().join("run.log");
@@ -265,16 +255,7 @@ async fn no_secret_appears_in_a_running_engines_trace_logs() {
     })
     .await;
 
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let stopped = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("stops promptly")
-        .unwrap();
+    let stopped = stop_with_sigterm(&mut child).await;
     assert_eq!(stopped.code(), Some(0));
 
     let printed = std::fs::read_to_string(&log).unwrap()

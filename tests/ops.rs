@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::cli::{stderr, tandem};
-use crate::support::{World, contact, free_address, member};
+use crate::support::{World, contact, free_address, member, stop_with_sigterm};
 
 /// The value of the sample of `name` whose labels include all of `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -204,16 +204,7 @@ async fn sigterm_stops_a_running_engine_cleanly() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("stops promptly")
-        .unwrap();
+    let status = stop_with_sigterm(&mut child).await;
     assert_eq!(
         status.code(),
         Some(0),

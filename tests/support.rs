@@ -49,6 +49,20 @@ pub fn contact_at(
 }
 
 /// A Mailchimp member for a seed.
+/// Send SIGTERM to a child `tandem` and wait (30 s at most) for it to exit.
+pub async fn stop_with_sigterm(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("still running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops promptly")
+        .unwrap()
+}
+
 /// A free loopback address for a listener.
 pub fn free_address() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
