@@ -15,7 +15,10 @@
 //! - SQLite's integrity check passing, and one more pass writing nothing.
 //!
 //! `TANDEM_CRASH_KILLS` sets the number of kills (200 by default; the soak in
-//! the README runs 1,000), `TANDEM_CRASH_SEED` replays a run.
+//! the README runs 1,000), `TANDEM_CRASH_SEED` replays a run's edits (its
+//! kills land at other instants). Each run's log is kept, and a failing test
+//! leaves everything it knows in `tandem-crash-<seed>` under the temporary
+//! directory: the state file, the logs, both systems' records and the model.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
@@ -28,7 +31,7 @@ use tokio::io::AsyncReadExt;
 use crate::support::{World, contact, member};
 
 /// What people did, to check the end state against.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Model {
     /// Seeded people, in both systems from the start.
     people: Vec<String>,
@@ -133,9 +136,15 @@ enum End {
 }
 
 /// Run `tandem sync --once --json` against the world, armed at `crash_at` or
-/// killed after `kill_after`.
-async fn run(world: &World, crash_at: Option<String>, kill_after: Option<Duration>) -> End {
+/// killed after `kill_after`; its log is kept in `runs/` as `<number>.log`.
+async fn run(
+    world: &World,
+    number: usize,
+    crash_at: Option<String>,
+    kill_after: Option<Duration>,
+) -> End {
     let config = world.dir.path().join("tandem.toml");
+    let armed = format!("crash point {crash_at:?}, kill after {kill_after:?}: ");
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
     command
         .args(["sync", "--once", "--yes", "--json", "--config"])
@@ -166,6 +175,10 @@ async fn run(world: &World, crash_at: Option<String>, kill_after: Option<Duratio
         .expect("a pass ends within a minute")
         .unwrap();
     let (out, err) = output.await.unwrap();
+    let logs = world.dir.path().join("runs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let head = format!("{armed}{status}\n");
+    std::fs::write(logs.join(format!("{number:05}.log")), head + &err + &out).unwrap();
     if let Some(signal) = status.signal() {
         return End::Killed(signal);
     }
@@ -229,6 +242,10 @@ async fn killed_at_any_point_the_engine_loses_no_edit_and_duplicates_nothing() {
         members.push(member(email, &[("FNAME", &first)]));
     }
     let world = World::new(contacts, members).await;
+    let _keep = Keep {
+        world: &world,
+        seed,
+    };
     let mut model = Model {
         people: people.clone(),
         movers: movers.iter().map(|m| (m.clone(), None)).collect(),
@@ -238,7 +255,7 @@ async fn killed_at_any_point_the_engine_loses_no_edit_and_duplicates_nothing() {
 
     // Link everyone first: values that differ at a first link are a person's
     // to decide (company is `manual`), which is the policy, not a crash.
-    assert!(matches!(run(&world, None, None).await, End::Done(_)));
+    assert!(matches!(run(&world, 0, None, None).await, End::Done(_)));
 
     let started = Instant::now();
     let (mut kills, mut aborts, mut runs, mut finished) = (0, 0, 0, 0);
@@ -260,7 +277,7 @@ async fn killed_at_any_point_the_engine_loses_no_edit_and_duplicates_nothing() {
         // People keep working while the engine runs.
         let during = rng.usize(0..3);
         let begun = Instant::now();
-        let (end, ()) = tokio::join!(run(&world, crash_at, kill_after), async {
+        let (end, ()) = tokio::join!(run(&world, runs + 1, crash_at, kill_after), async {
             tokio::time::sleep(Duration::from_millis(rng.u64(0..=pass_ms / 2))).await;
             model.edit(&world, &mut rng, round, during).await;
         });
@@ -292,9 +309,10 @@ async fn killed_at_any_point_the_engine_loses_no_edit_and_duplicates_nothing() {
     );
 
     // Quiet: clean passes until one writes nothing.
+    std::fs::write(world.dir.path().join("model.txt"), format!("{model:#?}")).unwrap();
     let mut quiet = None;
-    for _ in 0..8 {
-        let End::Done(report) = run(&world, None, None).await else {
+    for clean in 1..=8 {
+        let End::Done(report) = run(&world, runs + clean, None, None).await else {
             panic!("a clean run is not killed");
         };
         if writes(&report) == 0 && report["pairs"][0]["pending"] == 0 {
@@ -322,7 +340,7 @@ async fn killed_at_any_point_the_engine_loses_no_edit_and_duplicates_nothing() {
         conflicts.is_empty(),
         "open conflicts: {conflicts:#?}\n{history:#?}"
     );
-    let End::Done(again) = run(&world, None, None).await else {
+    let End::Done(again) = run(&world, runs + 9, None, None).await else {
         unreachable!()
     };
     assert_eq!(writes(&again), 0, "one more pass writes nothing: {again}");
@@ -464,6 +482,47 @@ async fn killed_at_any_point_the_engine_loses_no_edit_and_duplicates_nothing() {
         model.leavers.iter().filter(|l| l.1.is_some()).count(),
     );
     println!("{renamed} email changes and {archived} archives among them");
+}
+
+/// On a failure, copies what the test knows to where it outlives the test.
+struct Keep<'a> {
+    world: &'a World,
+    seed: u64,
+}
+
+impl Drop for Keep<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let kept = std::env::temp_dir().join(format!("tandem-crash-{}", self.seed));
+        let copy = |from: &std::path::Path, to: &std::path::Path| {
+            std::fs::create_dir_all(to)?;
+            for entry in std::fs::read_dir(from)? {
+                let path = entry?.path();
+                if path.is_file() {
+                    std::fs::copy(&path, to.join(path.file_name().unwrap()))?;
+                }
+            }
+            std::io::Result::Ok(())
+        };
+        let dir = self.world.dir.path();
+        let kept_all = copy(dir, &kept)
+            .and_then(|()| copy(&dir.join("runs"), &kept.join("runs")))
+            .and_then(|()| {
+                let hubspot = format!("{:#?}", self.world.hubspot.contacts());
+                std::fs::write(kept.join("hubspot.txt"), hubspot)?;
+                let mailchimp = format!("{:#?}", self.world.mailchimp.members());
+                std::fs::write(kept.join("mailchimp.txt"), mailchimp)
+            });
+        match kept_all {
+            Ok(()) => eprintln!("what the test knew is kept in {}", kept.display()),
+            Err(e) => eprintln!(
+                "keeping what the test knew in {} failed: {e}",
+                kept.display()
+            ),
+        }
+    }
 }
 
 /// What the state file knows of one email: its link, audit rows and queued writes.
