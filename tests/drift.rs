@@ -227,3 +227,81 @@ async fn a_comparison_lists_every_page_of_both_systems() {
     assert_eq!(counts["matched"], 250, "{counts}");
     assert_eq!(counts["missing"], 0, "{counts}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_comparison_holds_up_no_pass_and_finds_no_drift_in_their_writes() {
+    // Ten pages of HubSpot, each answered 300 ms late: listing it takes 3 s.
+    let (contacts, members) = people(1000);
+    let mut world = World::new(contacts, members).await;
+    let engine = world.engine().await;
+    world.pass(&engine).await;
+    drop(engine);
+    world.clock.advance(Duration::from_secs(60));
+    world.hubspot.api_faults().set(tandem_core::sim::ApiFaults {
+        slow: 1.0,
+        slow_by: Duration::from_millis(300),
+        ..Default::default()
+    });
+    world.config.engine.reconcile_every = Some(Duration::from_millis(200));
+    world.config.engine.poll_interval = Duration::from_millis(100);
+    let engine = std::sync::Arc::new(world.engine().await);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        async move { engine.run(shutdown, |_| {}).await }
+    });
+
+    // The comparison is listing HubSpot's first pages when a subscriber edits
+    // their name; the first contact is on the first page, listed before the write.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    world.later();
+    world
+        .mailchimp
+        .edit("p0@example.com", &[("FNAME", "Edited")]);
+    let last_drift = || {
+        let engine = engine.clone();
+        async move {
+            engine
+                .store()
+                .call(|s| s.last_drift("hubspot-mailchimp"))
+                .await
+                .unwrap()
+        }
+    };
+    let mut arrived_during_comparison = None;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if world
+            .hubspot_value("p0@example.com", "firstname")
+            .as_deref()
+            == Some("Edited")
+        {
+            arrived_during_comparison = Some(last_drift().await.is_none());
+            break;
+        }
+    }
+    let mut drift = None;
+    for _ in 0..300 {
+        drift = last_drift().await;
+        if drift.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        arrived_during_comparison,
+        Some(true),
+        "the edit reached HubSpot while both systems were being listed"
+    );
+    let drift = drift.expect("the comparison ended");
+    assert_eq!(drift.listed, [1000, 1000]);
+    // The pass wrote p0 after its page was listed: settling, not drift.
+    assert_eq!(
+        (drift.different, drift.missing, drift.extra, drift.settling),
+        (0, 0, 0, 1),
+        "{drift:?}"
+    );
+    assert_eq!(drift.matched, 999);
+}

@@ -150,6 +150,13 @@ impl Engine {
                 PassError::Unavailable { pair, error }
             }
         };
+        // Passes may run while both systems are listed: a link they change
+        // meanwhile may have been listed before the change, so it is settling.
+        // Only what comes after everything the store holds counts as meanwhile,
+        // should the clock have gone back.
+        let now = self.clock.now();
+        let latest = self.store.call(|s| s.latest_link_change()).await?;
+        let started = latest.map_or(now, |latest| now.max(latest + 1));
         let mut listed: [HashMap<String, Record>; 2] = Default::default();
         for side in Side::BOTH {
             listed[side as usize] = self
@@ -158,17 +165,25 @@ impl Engine {
                 .map_err(failed)?;
         }
         let pair = policy.name.clone();
-        let (links, busy, polls) = self
+        let (links, busy, changed, polls) = self
             .store
             .call(move |s| {
                 Ok((
                     s.all_links(&pair)?,
                     s.busy_links(&pair)?,
+                    s.links_changed_since(&pair, started)?,
                     s.last_polls(&pair)?,
                 ))
             })
             .await?;
-        let mut report = compare(policy, &listed, &links, &busy, polls, self.clock.now());
+        let mut report = compare(
+            policy,
+            &listed,
+            &links,
+            [&busy, &changed],
+            polls,
+            self.clock.now(),
+        );
         let mut stage: Vec<(Side, Vec<Record>)> = Side::BOTH.map(|s| (s, Vec::new())).into();
         // A record not listed may be archived: read it by id, archives included
         // (staged with `fix`, the next pass then tombstones its link).
@@ -233,14 +248,17 @@ impl Engine {
 }
 
 /// Compare listed records with the links. A link that disagrees is
-/// "settling", not drift, while a conflict or a queued write covers it or
-/// while one of its records changed after that side's last poll (the next
-/// pass reads it). Pure.
+/// "settling", not drift, while it is busy (a conflict or a queued write
+/// covers it), `changed` (a pass changed it while the systems were listed:
+/// what was listed may be older) or while one of its records changed after
+/// that side's last poll (the next pass reads it). A changed link with a
+/// record not listed is settling too, not missing: it may have been made
+/// after its system was listed. Pure.
 fn compare(
     policy: &Policy,
     listed: &[HashMap<String, Record>; 2],
     links: &[Link],
-    busy: &HashSet<i64>,
+    [busy, changed]: [&HashSet<i64>; 2],
     last_polls: [Option<Millis>; 2],
     now: Millis,
 ) -> DriftReport {
@@ -267,6 +285,10 @@ fn compare(
             continue;
         };
         let found = [listed[0].get(left_id), listed[1].get(right_id)];
+        if found.iter().any(Option::is_none) && changed.contains(&link.id) {
+            counts.settling += 1;
+            continue;
+        }
         for side in Side::BOTH {
             if found[side as usize].is_none() {
                 missing.push(Missing {
@@ -302,8 +324,10 @@ fn compare(
         let unread = |side: Side, record: &Record| {
             last_polls[side as usize].is_none_or(|polled| record.updated_at > polled)
         };
-        let settling =
-            busy.contains(&link.id) || unread(Side::Left, left) || unread(Side::Right, right);
+        let settling = busy.contains(&link.id)
+            || changed.contains(&link.id)
+            || unread(Side::Left, left)
+            || unread(Side::Right, right);
         if settling {
             counts.settling += 1;
         } else {
@@ -339,5 +363,72 @@ fn compare(
         missing,
         extra,
         staged: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, name: &str) -> Record {
+        Record {
+            id: id.into(),
+            key: None,
+            fields: [
+                ("l.name".to_string(), Value::from(name)),
+                ("r.name".to_string(), Value::from(name)),
+            ]
+            .into(),
+            updated_at: 10,
+            changed_at: BTreeMap::new(),
+            standing: Standing::Active,
+        }
+    }
+
+    fn link(id: i64) -> Link {
+        Link {
+            id,
+            key: format!("k{id}"),
+            ids: [Some(format!("l{id}")), Some(format!("r{id}"))],
+            gone: [false, false],
+        }
+    }
+
+    #[test]
+    fn a_link_changed_while_listing_is_settling_not_missing_or_different() {
+        let policy = crate::reconcile::tests::policy();
+        let links: Vec<Link> = (1..=4).map(link).collect();
+        let listed: [HashMap<String, Record>; 2] = [
+            ["l1", "l2", "l3", "l4"]
+                .map(|id| (id.to_string(), record(id, "Ada")))
+                .into(),
+            [("r3", "Bea"), ("r4", "Bea")]
+                .map(|(id, name)| (id.to_string(), record(id, name)))
+                .into(),
+        ];
+        // Links 1 and 3 were changed by a pass while the systems were listed.
+        let (busy, changed) = (HashSet::new(), HashSet::from([1, 3]));
+        let report = compare(
+            &policy,
+            &listed,
+            &links,
+            [&busy, &changed],
+            [Some(20), Some(20)],
+            30,
+        );
+        let missing: Vec<&str> = report.missing.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(missing, ["k2"]);
+        let different: Vec<(&str, bool)> = report
+            .different
+            .iter()
+            .map(|d| (d.key.as_str(), d.settling))
+            .collect();
+        assert_eq!(different, [("k3", true), ("k4", false)]);
+        assert_eq!(
+            (report.counts.different, report.counts.settling),
+            (1, 2),
+            "{:?}",
+            report.counts
+        );
     }
 }

@@ -406,49 +406,49 @@ impl Engine {
 
     /// A full pass every poll interval, and a hint pass whenever webhooks bring
     /// hints in between, until `shutdown` fires; `on_pass` sees each report.
+    /// Beside them, both systems are compared in full every `reconcile_every`.
     /// Passing failures (network, throttling) are handled inside a pass; a fatal one ends the run.
     pub async fn run(
         &self,
         shutdown: CancellationToken,
+        on_pass: impl FnMut(&PassReport),
+    ) -> Result<(), PassError> {
+        // The scheduled comparison lists both systems in full, which can take
+        // minutes: it runs beside the passes, so webhooks keep being acted on.
+        let stop = shutdown.child_token();
+        let passes = async {
+            let ended = self.pass_loop(&stop, on_pass).await;
+            stop.cancel();
+            ended
+        };
+        let comparisons = async {
+            let ended = self.drift_loop(&stop).await;
+            if ended.is_err() {
+                stop.cancel();
+            }
+            ended
+        };
+        let (passes, comparisons) = tokio::join!(passes, comparisons);
+        passes.and(comparisons)?;
+        info!("Stopped.");
+        Ok(())
+    }
+
+    /// Passes, full ones every poll interval and hint passes between, until `stop`.
+    async fn pass_loop(
+        &self,
+        stop: &CancellationToken,
         mut on_pass: impl FnMut(&PassReport),
     ) -> Result<(), PassError> {
         let mut next_poll = tokio::time::Instant::now();
-        // The first pass reads everything anyway; the first comparison comes one interval later.
-        let mut next_drift = self
-            .settings
-            .reconcile_every
-            .map(|every| tokio::time::Instant::now() + every);
-        while !shutdown.is_cancelled() {
+        while !stop.is_cancelled() {
             let report = if tokio::time::Instant::now() >= next_poll {
                 next_poll = tokio::time::Instant::now() + self.settings.poll_interval;
-                self.pass(&shutdown).await?
+                self.pass(stop).await?
             } else {
-                self.hint_pass(&shutdown).await?
+                self.hint_pass(stop).await?
             };
             on_pass(&report);
-            if let (Some(due), Some(every)) = (next_drift, self.settings.reconcile_every)
-                && tokio::time::Instant::now() >= due
-            {
-                next_drift = Some(tokio::time::Instant::now() + every);
-                match self.drift(false, &mut ()).await {
-                    Ok(reports) => {
-                        for report in reports {
-                            let c = report.counts;
-                            if report.clean() {
-                                info!(pair = %report.pair, matched = c.matched, "Both systems match the state.");
-                            } else {
-                                warn!(pair = %report.pair, different = c.different, missing = c.missing, extra = c.extra, "The systems drifted from the state; `tandem reconcile --fix` stages repairs.");
-                            }
-                        }
-                    }
-                    Err(PassError::Fatal { pair, error }) => {
-                        return Err(PassError::Fatal { pair, error });
-                    }
-                    Err(error) => {
-                        warn!(%error, "The scheduled comparison failed; it runs again next interval.")
-                    }
-                }
-            }
             // Policy files are looked at every few seconds, even between polls.
             let wake = if self.watch.is_some() {
                 next_poll.min(tokio::time::Instant::now() + POLICY_CHECK)
@@ -456,13 +456,49 @@ impl Engine {
                 next_poll
             };
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = stop.cancelled() => break,
                 () = tokio::time::sleep_until(wake) => {}
                 () = self.nudge.notified() => {}
             }
         }
-        info!("Stopped.");
         Ok(())
+    }
+
+    /// The full comparison every `reconcile_every`, until `stop`. The first
+    /// pass reads everything anyway: the first comparison comes one interval later.
+    async fn drift_loop(&self, stop: &CancellationToken) -> Result<(), PassError> {
+        let Some(every) = self.settings.reconcile_every else {
+            return Ok(());
+        };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(every) => {}
+            }
+            let mut quiet = ();
+            let compared = tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                compared = self.drift(false, &mut quiet) => compared,
+            };
+            match compared {
+                Ok(reports) => {
+                    for report in reports {
+                        let c = report.counts;
+                        if report.clean() {
+                            info!(pair = %report.pair, matched = c.matched, "Both systems match the state.");
+                        } else {
+                            warn!(pair = %report.pair, different = c.different, missing = c.missing, extra = c.extra, "The systems drifted from the state; `tandem reconcile --fix` stages repairs.");
+                        }
+                    }
+                }
+                Err(PassError::Fatal { pair, error }) => {
+                    return Err(PassError::Fatal { pair, error });
+                }
+                Err(error) => {
+                    warn!(%error, "The scheduled comparison failed; it runs again next interval.")
+                }
+            }
+        }
     }
 
     /// Record hints a verified webhook brought for `connector`, for every pair that

@@ -13,7 +13,7 @@ use crate::policy::{FieldPolicy, Policy, Rule, Values};
 use crate::side::Side;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// The last agreed value of a field, as each side holds it. The two differ only
 /// where a vendor normalizes what it is given (it is what we read back).

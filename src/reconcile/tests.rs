@@ -518,7 +518,7 @@ fn a_read_only_side_owns_its_field() {
     );
 }
 
-fn policy() -> Policy {
+pub(crate) fn policy() -> Policy {
     let named = |name: &str, rule| FieldPolicy {
         name: name.into(),
         left: format!("l.{name}"),

@@ -193,6 +193,31 @@ impl Store {
             .optional()?)
     }
 
+    /// When a link was last made or had a field agreed, of any pair.
+    pub fn latest_link_change(&self) -> Result<Option<Millis>> {
+        Ok(self.conn.query_row(
+            "SELECT max(at) FROM (SELECT max(created_at) AS at FROM links
+                                  UNION ALL SELECT max(agreed_at) FROM base)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Links of a pair made, or with a field agreed, at or after `since`.
+    pub fn links_changed_since(
+        &self,
+        pair: &str,
+        since: Millis,
+    ) -> Result<std::collections::HashSet<i64>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id FROM links WHERE pair = ?1 AND created_at >= ?2
+             UNION SELECT b.link_id FROM base b JOIN links l ON l.id = b.link_id
+                   WHERE l.pair = ?1 AND b.agreed_at >= ?2",
+        )?;
+        let rows = statement.query_map(params![pair, since], |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Links of a pair with an open conflict or a queued or dead write.
     pub fn busy_links(&self, pair: &str) -> Result<std::collections::HashSet<i64>> {
         let mut statement = self.conn.prepare_cached(
