@@ -77,6 +77,11 @@ pub struct BenchResult {
     pub quiet_pass_writes: usize,
     /// Peak resident memory of the engine process during this run, in MiB.
     pub peak_rss_mib: f64,
+    /// Seconds of a full comparison of both systems with the state after it
+    /// (what `tandem reconcile` and the scheduled comparison do).
+    pub compare_secs: f64,
+    /// Resident memory before that comparison and its peak, in MiB.
+    pub compare_rss_mib: [f64; 2],
     /// Where the backfill's time went.
     pub backfill_timings: crate::engine::Timings,
     /// The backfill's requests and throttling answers, by side (HubSpot, Mailchimp).
@@ -129,8 +134,15 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     if !args.json {
         println!(
-            "{:>10} {:>10} {:>12} {:>12} {:>12} {:>10}",
-            "per side", "records", "backfill s", "records/s", "quiet s", "peak MiB"
+            "{:>10} {:>10} {:>12} {:>12} {:>12} {:>10} {:>10} {:>16}",
+            "per side",
+            "records",
+            "backfill s",
+            "records/s",
+            "quiet s",
+            "peak MiB",
+            "compare s",
+            "compare MiB",
         );
     }
     for &n in &args.contacts {
@@ -139,13 +151,18 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&result)?);
         } else {
             println!(
-                "{:>10} {:>10} {:>12.2} {:>12.0} {:>12.2} {:>10.1}",
+                "{:>10} {:>10} {:>12.2} {:>12.0} {:>12.2} {:>10.1} {:>10.2} {:>16}",
                 result.contacts_per_side,
                 result.records,
                 result.backfill_secs,
                 result.records_per_sec,
                 result.quiet_pass_secs,
-                result.peak_rss_mib
+                result.peak_rss_mib,
+                result.compare_secs,
+                format!(
+                    "{:.0} -> {:.0}",
+                    result.compare_rss_mib[0], result.compare_rss_mib[1]
+                ),
             );
         }
     }
@@ -177,6 +194,12 @@ async fn run_one(n: usize, limits: bool) -> anyhow::Result<BenchResult> {
     let quiet = engine.pass(&never).await?;
     let quiet_pass_secs = started.elapsed().as_secs_f64();
     let peak_rss_mib = peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    reset_peak_rss();
+    let before = peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    let started = Instant::now();
+    let compared = engine.drift(false, &mut ()).await?;
+    let compare_secs = started.elapsed().as_secs_f64();
+    let compare_rss_mib = [before, peak_rss_kib().unwrap_or(0) as f64 / 1024.0];
     hubspot.kill().await.ok();
     mailchimp.kill().await.ok();
     let pair = &backfill.pairs[0];
@@ -186,6 +209,10 @@ async fn run_one(n: usize, limits: bool) -> anyhow::Result<BenchResult> {
             pair.created,
             pair.problems
         );
+    }
+    let counts = compared[0].counts;
+    if counts.matched != 2 * n as u64 || !compared[0].clean() {
+        bail!("the comparison after a backfill of {n} per side found {counts:?}");
     }
     let hubspot_busy_ms = pair.timings.pull_ms[0] + pair.timings.flush_ms[0];
     let budget_per_ms = HUBSPOT_BUDGET.0 as f64 / (HUBSPOT_BUDGET.1 * 1000) as f64;
@@ -199,6 +226,8 @@ async fn run_one(n: usize, limits: bool) -> anyhow::Result<BenchResult> {
         quiet_pass_secs,
         quiet_pass_writes: quiet.writes(),
         peak_rss_mib,
+        compare_secs,
+        compare_rss_mib,
         backfill_timings: pair.timings,
         backfill_traffic: pair.traffic,
         hubspot_budget_use,

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::Value;
 use tandem_core::{ConnectorError, Millis, Record, Standing};
 
-use super::{Engine, PassError};
+use super::{Engine, PassError, RECONCILE_HINT};
 use crate::policy::Policy;
 use crate::side::Side;
 use crate::store::{DriftCounts, Link};
@@ -116,6 +116,18 @@ impl Engine {
         side: Side,
         progress: &mut impl Progress,
     ) -> Result<HashMap<String, Record>, ConnectorError> {
+        self.list_all_as(policy, side, progress, |record| record)
+            .await
+    }
+
+    /// Every record of one side not archived, by id, kept as `keep` makes it.
+    async fn list_all_as<T>(
+        &self,
+        policy: &Policy,
+        side: Side,
+        progress: &mut impl Progress,
+        keep: impl Fn(Record) -> T,
+    ) -> Result<HashMap<String, T>, ConnectorError> {
         let connector = self.connector(policy, side).clone();
         let mut listed = HashMap::new();
         let mut cursor: Option<String> = None;
@@ -124,7 +136,7 @@ impl Engine {
             progress.listed(side, page.records.len());
             for record in page.records {
                 if record.standing != Standing::Archived {
-                    listed.insert(record.id.clone(), record);
+                    listed.insert(record.id.clone(), keep(record));
                 }
             }
             cursor = Some(page.cursor);
@@ -157,10 +169,12 @@ impl Engine {
         let now = self.clock.now();
         let latest = self.store.call(|s| s.latest_link_change()).await?;
         let started = latest.map_or(now, |latest| now.max(latest + 1));
-        let mut listed: [HashMap<String, Record>; 2] = Default::default();
+        let mut listed: [HashMap<String, Listed>; 2] = Default::default();
         for side in Side::BOTH {
             listed[side as usize] = self
-                .list_all(policy, side, progress)
+                .list_all_as(policy, side, progress, |record| {
+                    Listed::new(policy, side, &record)
+                })
                 .await
                 .map_err(failed)?;
         }
@@ -184,7 +198,7 @@ impl Engine {
             polls,
             self.clock.now(),
         );
-        let mut stage: Vec<(Side, Vec<Record>)> = Side::BOTH.map(|s| (s, Vec::new())).into();
+        let mut archived: Vec<(Side, Vec<Record>)> = Side::BOTH.map(|s| (s, Vec::new())).into();
         // A record not listed may be archived: read it by id, archives included
         // (staged with `fix`, the next pass then tombstones its link).
         for side in Side::BOTH {
@@ -209,33 +223,52 @@ impl Engine {
                     .find(|m| m.side == side && m.id == record.id)
                 {
                     missing.archived = true;
-                    stage[side as usize].1.push(record);
+                    archived[side as usize].1.push(record);
                 }
             }
         }
         if fix {
+            // What differs or was never linked is named to the next pass,
+            // which reads it again by id like a record a webhook announced.
             let by_key: HashMap<&str, &Link> = links.iter().map(|l| (l.key.as_str(), l)).collect();
+            let mut named: Vec<(Side, &str)> = Vec::new();
             for difference in report.different.iter().filter(|d| !d.settling) {
                 if let Some(link) = by_key.get(difference.key.as_str()) {
-                    for side in Side::BOTH {
-                        if let Some(record) = link
-                            .id_on(side)
-                            .and_then(|id| listed[side as usize].get(id))
-                        {
-                            stage[side as usize].1.push(record.clone());
-                        }
-                    }
+                    named.extend(
+                        Side::BOTH
+                            .into_iter()
+                            .filter_map(|side| Some((side, link.id_on(side)?))),
+                    );
                 }
             }
-            for extra in &report.extra {
-                if let Some(record) = listed[extra.side as usize].get(&extra.id) {
-                    stage[extra.side as usize].1.push(record.clone());
-                }
-            }
-            report.staged = stage.iter().map(|(_, r)| r.len()).sum();
-            let (pair, now) = (policy.name.clone(), self.clock.now());
+            named.extend(report.extra.iter().map(|e| (e.side, e.id.as_str())));
+            let now = self.clock.now();
+            let hints: Vec<(Side, tandem_core::Hint)> = named
+                .into_iter()
+                .map(|(side, id)| {
+                    let hint = tandem_core::Hint {
+                        event_id: format!("{RECONCILE_HINT}{now}:{id}"),
+                        record: tandem_core::RecordRef::Id(id.to_string()),
+                        kind: tandem_core::HintKind::Changed,
+                        occurred_at: now,
+                    };
+                    (side, hint)
+                })
+                .collect();
+            report.staged = hints.len() + archived.iter().map(|(_, r)| r.len()).sum::<usize>();
+            let pair = policy.name.clone();
             self.store
-                .call(move |s| s.stage_hinted(&pair, &stage, &[], Millis::MIN, now))
+                .call(move |s| {
+                    for side in Side::BOTH {
+                        let of_side: Vec<tandem_core::Hint> = hints
+                            .iter()
+                            .filter(|(s, _)| *s == side)
+                            .map(|(_, h)| h.clone())
+                            .collect();
+                        s.record_hints(&[(pair.clone(), side)], &of_side, now)?;
+                    }
+                    s.stage_hinted(&pair, &archived, &[], Millis::MIN, now)
+                })
                 .await?;
         }
         let (pair, counts) = (policy.name.clone(), report.counts);
@@ -247,6 +280,45 @@ impl Engine {
     }
 }
 
+/// What a comparison keeps of a listed record: the canonical values of the
+/// fields it compares, not the whole record, so that listing an account of a
+/// million records stays within a small machine's memory.
+#[derive(Debug)]
+struct Listed {
+    key: Option<String>,
+    updated_at: Millis,
+    in_scope: bool,
+    /// By field of [`compared`], in its order.
+    values: Box<[Value]>,
+}
+
+impl Listed {
+    fn new(policy: &Policy, side: Side, record: &Record) -> Listed {
+        Listed {
+            key: record.key.clone(),
+            updated_at: record.updated_at,
+            in_scope: policy.in_scope(side, &record.fields),
+            values: compared(policy)
+                .map(|f| {
+                    f.read(
+                        side,
+                        record.fields.get(f.path(side)).unwrap_or(&Value::Null),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The fields a comparison looks at: a field read-only on a side is never
+/// written there, so it may differ.
+fn compared(policy: &Policy) -> impl Iterator<Item = &crate::policy::FieldPolicy> {
+    policy
+        .fields
+        .iter()
+        .filter(|f| !f.readonly(Side::Left) && !f.readonly(Side::Right))
+}
+
 /// Compare listed records with the links. A link that disagrees is
 /// "settling", not drift, while it is busy (a conflict or a queued write
 /// covers it), `changed` (a pass changed it while the systems were listed:
@@ -256,7 +328,7 @@ impl Engine {
 /// after its system was listed. Pure.
 fn compare(
     policy: &Policy,
-    listed: &[HashMap<String, Record>; 2],
+    listed: &[HashMap<String, Listed>; 2],
     links: &[Link],
     [busy, changed]: [&HashSet<i64>; 2],
     last_polls: [Option<Millis>; 2],
@@ -303,25 +375,16 @@ fn compare(
         let (Some(left), Some(right)) = (found[0], found[1]) else {
             continue;
         };
-        let values = [
-            policy.canonical(Side::Left, &left.fields),
-            policy.canonical(Side::Right, &right.fields),
-        ];
-        let fields: BTreeMap<String, (Value, Value)> = policy
-            .fields
-            .iter()
-            // A field read-only on a side is never written there: it may differ.
-            .filter(|f| !f.readonly(Side::Left) && !f.readonly(Side::Right))
-            .filter_map(|f| {
-                let (l, r) = (values[0].get(&f.name)?, values[1].get(&f.name)?);
-                (l != r).then(|| (f.name.clone(), (l.clone(), r.clone())))
-            })
+        let fields: BTreeMap<String, (Value, Value)> = compared(policy)
+            .zip(left.values.iter().zip(right.values.iter()))
+            .filter(|(_, (l, r))| l != r)
+            .map(|(f, (l, r))| (f.name.clone(), (l.clone(), r.clone())))
             .collect();
         if fields.is_empty() {
             counts.matched += 1;
             continue;
         }
-        let unread = |side: Side, record: &Record| {
+        let unread = |side: Side, record: &Listed| {
             last_polls[side as usize].is_none_or(|polled| record.updated_at > polled)
         };
         let settling = busy.contains(&link.id)
@@ -341,16 +404,16 @@ fn compare(
     }
     counts.missing = missing.len() as u64;
     for side in Side::BOTH {
-        let mut unlinked: Vec<&Record> = listed[side as usize]
-            .values()
-            .filter(|r| !linked[side as usize].contains(r.id.as_str()))
-            .filter(|r| policy.in_scope(side, &r.fields))
+        let mut unlinked: Vec<(&String, &Listed)> = listed[side as usize]
+            .iter()
+            .filter(|(id, _)| !linked[side as usize].contains(id.as_str()))
+            .filter(|(_, r)| r.in_scope)
             .collect();
-        unlinked.sort_by(|a, b| a.id.cmp(&b.id));
-        extra.extend(unlinked.into_iter().map(|r| Extra {
+        unlinked.sort_by(|a, b| a.0.cmp(b.0));
+        extra.extend(unlinked.into_iter().map(|(id, r)| Extra {
             side,
             connector: connectors[side as usize].clone(),
-            id: r.id.clone(),
+            id: id.clone(),
             key: r.key.clone(),
         }));
     }
@@ -370,8 +433,8 @@ fn compare(
 mod tests {
     use super::*;
 
-    fn record(id: &str, name: &str) -> Record {
-        Record {
+    fn record(id: &str, name: &str) -> Listed {
+        let record = Record {
             id: id.into(),
             key: None,
             fields: [
@@ -382,7 +445,13 @@ mod tests {
             updated_at: 10,
             changed_at: BTreeMap::new(),
             standing: Standing::Active,
-        }
+        };
+        let side = if id.starts_with('l') {
+            Side::Left
+        } else {
+            Side::Right
+        };
+        Listed::new(&crate::reconcile::tests::policy(), side, &record)
     }
 
     fn link(id: i64) -> Link {
@@ -398,7 +467,7 @@ mod tests {
     fn a_link_changed_while_listing_is_settling_not_missing_or_different() {
         let policy = crate::reconcile::tests::policy();
         let links: Vec<Link> = (1..=4).map(link).collect();
-        let listed: [HashMap<String, Record>; 2] = [
+        let listed: [HashMap<String, Listed>; 2] = [
             ["l1", "l2", "l3", "l4"]
                 .map(|id| (id.to_string(), record(id, "Ada")))
                 .into(),

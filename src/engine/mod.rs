@@ -230,6 +230,20 @@ pub struct Engine {
 /// How long a webhook's arrival is remembered waiting for a write it causes.
 const HEARD_MEMORY: Millis = 3_600_000;
 
+/// How the event id of a hint the engine makes for itself begins when a write
+/// found its record missing. Such hints name records to read again; no
+/// webhook brought them.
+pub(crate) const MISSING_HINT: &str = "missing:";
+/// The same, for a repair `tandem reconcile --fix` asks for.
+pub(crate) const RECONCILE_HINT: &str = "reconcile:";
+
+/// Whether the engine made this hint itself (no webhook brought it).
+fn is_own_hint(hint: &tandem_core::Hint) -> bool {
+    [MISSING_HINT, RECONCILE_HINT]
+        .iter()
+        .any(|own| hint.event_id.starts_with(own))
+}
+
 /// How long a processed hint is remembered, so that a redelivery is still recognised
 /// (HubSpot retries for about a day).
 const HINT_MEMORY: Duration = Duration::from_secs(48 * 3600);
@@ -557,6 +571,7 @@ impl Engine {
             let key = record.key.as_deref().and_then(normalize_key);
             let arrived = hints
                 .iter()
+                .filter(|(hint, _)| !is_own_hint(hint))
                 .filter(|(hint, _)| match &hint.record {
                     tandem_core::RecordRef::Id(id) => id == &record.id,
                     tandem_core::RecordRef::Key(k) => normalize_key(k) == key,
@@ -1247,7 +1262,7 @@ impl Engine {
                             Err(error) if error.kind() == ErrorKind::BadRecord => {
                                 if let (ConnectorError::Missing { .. }, tandem_core::WriteOp::Update { id } | tandem_core::WriteOp::Archive { id }) = (&error, &row.op) {
                                     missing.push(tandem_core::Hint {
-                                        event_id: format!("missing:{}:{}", row.id, row.attempts),
+                                        event_id: format!("{MISSING_HINT}{}:{}", row.id, row.attempts),
                                         record: tandem_core::RecordRef::Id(id.clone()),
                                         kind: tandem_core::HintKind::Changed,
                                         occurred_at: now,
