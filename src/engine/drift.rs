@@ -2,10 +2,11 @@
 //! what the state says is linked. Passes read only what changed; this finds
 //! what they could have missed (a change no cursor or webhook brought, a
 //! record deleted with no event, a record never linked) and says so. With
-//! `fix`, the records that differ or were never linked are staged, so the next
-//! pass decides them three-way against the base like any pulled record:
-//! repairs go through the normal path (policy, outbox, audit). A record
-//! missing on one side is only reported: absence never means deletion.
+//! `fix`, the records that differ or were never linked are named to the next
+//! pass (as hints, like a webhook's), which reads them again and decides them
+//! three-way against the base like any pulled record: repairs go through the
+//! normal path (policy, outbox, audit). A record missing on one side is only
+//! reported: absence never means deletion.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
