@@ -110,31 +110,38 @@ fn sent<'a>(requests: &'a [SimRequest], method: &str, suffix: &str) -> Vec<&'a S
         .collect()
 }
 
-/// Tandem never sends `status` (consent); `status_if_new` goes only on batch
-/// subscribe, which only creates use.
+/// Tandem never changes an existing member's consent: `status` goes only on a
+/// batch subscribe that leaves existing members alone (`update_existing:
+/// false`), and `status_if_new` only on one member's PUT (the upsert of a
+/// member the batch found existing).
 fn assert_consent_untouched(requests: &[SimRequest]) {
+    let batch_path = format!("/lists/{}", SimConfig::default().list_id);
     for request in requests {
+        let batch = request.method == "POST" && request.path.ends_with(&batch_path);
+        if batch {
+            assert_eq!(
+                request.body["update_existing"], false,
+                "a batch subscribe that changes existing members: {}",
+                request.body
+            );
+        }
         let members = request.body["members"].as_array().cloned();
         let bodies = members.unwrap_or_else(|| vec![request.body.clone()]);
         for body in bodies {
             assert!(
-                body.get("status").is_none(),
+                body.get("status").is_none() || batch,
                 "{} {} sent status: {}",
                 request.method,
                 request.path,
                 request.body
             );
-            if body.get("status_if_new").is_some() {
-                assert!(
-                    request.method == "POST"
-                        && request
-                            .path
-                            .ends_with(&format!("/lists/{}", SimConfig::default().list_id)),
-                    "status_if_new outside a batch subscribe: {} {}",
-                    request.method,
-                    request.path
-                );
-            }
+            assert!(
+                body.get("status_if_new").is_none()
+                    || (request.method == "PUT" && request.path.contains("/members/")),
+                "status_if_new outside a member's PUT: {} {}",
+                request.method,
+                request.path
+            );
         }
     }
 }
@@ -295,7 +302,7 @@ async fn a_create_with_tags_tags_the_new_member() {
     assert_eq!(batches.len(), 1, "{requests:?}");
     let member = &batches[0].body["members"][0];
     assert_eq!(member["tags"], json!(["lead", "hubspot"]));
-    assert_eq!(member["status_if_new"], "subscribed");
+    assert_eq!(member["status"], "subscribed");
     assert!(
         batches[0].body.get("sync_tags").is_none(),
         "{}",
@@ -329,13 +336,21 @@ async fn a_create_that_meets_an_existing_member_ends_with_exactly_the_wanted_tag
         "the existing member's consent is kept"
     );
 
+    // The batch subscribe reports the member as existing; a PUT upserts it
+    // alone (keeping its status), and one tags request settles its tags.
     let requests = sim.requests();
+    let hash = tandem_mailchimp::subscriber_hash("known@example.com");
+    assert_eq!(sent(&requests, "PUT", &hash).len(), 1, "{requests:?}");
     let posts = sent(&requests, "POST", "/tags");
     assert_eq!(posts.len(), 1, "{requests:?}");
-    assert_eq!(
-        posts[0].body["tags"],
-        json!([{ "name": "old", "status": "inactive" }])
-    );
+    let mut changes: Vec<String> = posts[0].body["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| format!("{} {}", t["name"], t["status"]))
+        .collect();
+    changes.sort();
+    assert_eq!(changes, [r#""new" "active""#, r#""old" "inactive""#]);
     assert_consent_untouched(&requests);
 }
 

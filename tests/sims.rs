@@ -2401,8 +2401,8 @@ mod mailchimp {
         let batch = audience
             .batch(json!({
                 "members": [
-                    { "email_address": "batch@example.com", "status_if_new": "subscribed", "tags": ["crm"] },
-                    { "email_address": "m00@example.com", "status_if_new": "subscribed", "tags": ["crm"] },
+                    { "email_address": "batch@example.com", "status": "subscribed", "tags": ["crm"] },
+                    { "email_address": "m00@example.com", "tags": ["crm"] },
                 ],
                 "update_existing": true,
             }))
@@ -2418,7 +2418,7 @@ mod mailchimp {
 
         let synced = audience
             .batch(json!({
-                "members": [{ "email_address": "m01@example.com", "status_if_new": "subscribed", "tags": ["crm"] }],
+                "members": [{ "email_address": "m01@example.com", "tags": ["crm"] }],
                 "update_existing": true,
                 "sync_tags": true,
             }))
@@ -2467,6 +2467,31 @@ mod mailchimp {
                 u64::from(advances),
                 "the tagged member is listed as changed only if last_changed moved"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_member_needs_status_unless_status_if_new_is_configured_to_do() {
+        // The 3.0.55 spec's batch member has `status` only; whether the live
+        // API also takes `status_if_new` there is not established.
+        for accepted in [false, true] {
+            let config = SimConfig {
+                batch_status_if_new: accepted,
+                ..SimConfig::default()
+            };
+            let audience = Audience::with_config(config, vec![]).await;
+            let batch = audience
+                .batch(json!({
+                    "members": [{ "email_address": "new@example.com", "status_if_new": "subscribed" }],
+                    "update_existing": false,
+                }))
+                .await;
+            assert_eq!(batch.status, 200, "{}", batch.body);
+            let created = batch.body["total_created"].as_u64().unwrap();
+            assert_eq!(created, u64::from(accepted), "{}", batch.body);
+            if !accepted {
+                assert_eq!(batch.body["errors"][0]["field"], "status", "{}", batch.body);
+            }
         }
     }
 

@@ -6,7 +6,10 @@
 //! watermark minus an overlap window. Newest first means a member edited while
 //! we page moves to a page already read, so it comes again on the next poll
 //! instead of shifting another member out of sight. Creates never touch an
-//! existing member's consent: they send `status_if_new`, never `status`.
+//! existing member's consent: a batch subscribe gives each new member its
+//! `status` with `update_existing: false`, so a member that exists already is
+//! reported, not changed; such a member is then upserted alone by PUT with
+//! `status_if_new`, which leaves an existing member's status as it is.
 //!
 //! Tags are written as a difference: the member's current tags (from the
 //! PATCH, GET or batch answer) against the wanted set, sent to
@@ -363,8 +366,9 @@ impl MailchimpClient {
         }
         let body = BatchSubscribe {
             members,
-            update_existing: true,
-            // Tags are added to an existing member's; the tags endpoint removes the rest.
+            // `status` would overwrite an existing member's consent: members
+            // that exist are reported instead, and upserted one by one below.
+            update_existing: false,
             sync_tags: None,
         };
         let path = format!("/lists/{}?skip_merge_validation=true", self.list);
@@ -389,29 +393,41 @@ impl MailchimpClient {
                 failed.insert(key, message);
             }
         }
-        // A member that existed already keeps tags the write does not want: those
-        // are removed one member at a time, concurrently within the connection limit.
+        // Tags the batch did not set are settled one member at a time, and a
+        // member the batch refused (most often: it exists already) is upserted
+        // alone, concurrently within the connection limit.
         let mut tasks = tokio::task::JoinSet::new();
         for (i, write) in writes.iter().enumerate() {
             if outcomes[i].is_some() {
                 continue;
             }
+            let (client, wanted) = (self.clone(), wanted[i].take());
             match done.remove(&write.key) {
                 Some(member) => {
-                    let (client, wanted) = (self.clone(), wanted[i].take());
                     tasks.spawn(async move {
                         let member = client.settle_tags(member, wanted.as_deref()).await;
                         (i, member.and_then(to_record))
                     });
                 }
                 None => {
-                    outcomes[i] = Some(Err(ConnectorError::Rejected {
-                        vendor: VENDOR,
-                        status: 200,
-                        message: failed.remove(&write.key).unwrap_or_else(|| {
-                            "the batch response did not mention this member".to_string()
-                        }),
-                    }))
+                    let refused = failed.remove(&write.key).unwrap_or_else(|| {
+                        "the batch response did not mention this member".to_string()
+                    });
+                    let write = (*write).clone();
+                    tasks.spawn(async move {
+                        let upserted = client.upsert_one(&write, wanted.as_deref()).await;
+                        let outcome = upserted.map_err(|error| match error {
+                            ConnectorError::Rejected {
+                                status, message, ..
+                            } => ConnectorError::Rejected {
+                                vendor: VENDOR,
+                                status,
+                                message: format!("{message} (batch subscribe: {refused})"),
+                            },
+                            other => other,
+                        });
+                        (i, outcome)
+                    });
                 }
             }
         }
@@ -435,11 +451,37 @@ impl MailchimpClient {
             .collect())
     }
 
+    /// Add or update one member by PUT to its subscriber hash: a new member
+    /// gets `status_if_new`, an existing one keeps its status (only an explicit
+    /// status write sends `status`); then its tags are settled.
+    async fn upsert_one(&self, write: &Write, wanted: Option<&[String]>) -> WriteOutcome {
+        let mut body = member_body(write);
+        body.insert("email_address".into(), Value::from(write.key.clone()));
+        body.insert(
+            "status_if_new".into(),
+            Value::from(self.status_if_new.clone()),
+        );
+        let path = format!(
+            "{}?skip_merge_validation=true",
+            self.member_path(&subscriber_hash(&write.key))
+        );
+        let response = self
+            .kit
+            .send(
+                self.request(reqwest::Method::PUT, &path)
+                    .json(&Value::Object(body)),
+            )
+            .await?;
+        let member = read_json(expect_ok(response).await?).await?;
+        to_record(self.settle_tags(member, wanted).await?)
+    }
+
     fn batch_member(&self, write: &Write, tags: Option<&[String]>) -> BatchMember {
         let body = member_body(write);
         let mut member = BatchMember {
             email_address: write.key.clone(),
-            status_if_new: Some(self.status_if_new.clone()),
+            // A new member's status (update_existing is off: no existing member is changed).
+            status: Some(self.status_if_new.clone()),
             tags: tags.map(<[String]>::to_vec).unwrap_or_default(),
             ..BatchMember::default()
         };

@@ -923,6 +923,7 @@ async fn batch_subscribe(
         ));
     }
     let skip = skip_merge_validation(&params);
+    let status_if_new = sim.config.batch_status_if_new;
     let mut state = sim.lock();
     let mut answer = BatchSubscribeResponse {
         new_members: vec![],
@@ -987,7 +988,11 @@ async fn batch_subscribe(
                     )
                 })
                 .map_err(|r| batch_failure(&email, r)),
-            (None, _) => match member.status.as_deref().or(member.status_if_new.as_deref()) {
+            (None, _) => match member
+                .status
+                .as_deref()
+                .or(member.status_if_new.as_deref().filter(|_| status_if_new))
+            {
                 None => Err(fail(
                     "Status is required for new members.".into(),
                     "ERROR_GENERIC",

@@ -94,6 +94,10 @@ pub struct SimConfig {
     /// are one tag, spelled as first created. Reported by third parties, not
     /// documented [unverified]; the default assumes they do.
     pub tag_names_ignore_case: bool,
+    /// Whether a batch subscribe member may give a new member's status as
+    /// `status_if_new` instead of `status`. The 3.0.55 spec's batch member has
+    /// `status` only [unverified for the live API]; the default follows the spec.
+    pub batch_status_if_new: bool,
 }
 
 impl Default for SimConfig {
@@ -109,6 +113,7 @@ impl Default for SimConfig {
             latency: std::time::Duration::ZERO,
             tags_change_last_changed: true,
             tag_names_ignore_case: true,
+            batch_status_if_new: false,
         }
     }
 }
