@@ -14,7 +14,15 @@ use tandem_hubspot::{HubSpotClient, HubSpotConfig};
 use crate::support::contact_at;
 
 async fn portal(seed: Seed, overlap: Duration) -> (HubSpotSim, HubSpotClient) {
-    let sim = HubSpotSim::new(SimConfig::default());
+    portal_with(SimConfig::default(), seed, overlap).await
+}
+
+async fn portal_with(
+    config: SimConfig,
+    seed: Seed,
+    overlap: Duration,
+) -> (HubSpotSim, HubSpotClient) {
+    let sim = HubSpotSim::new(config);
     sim.seed(seed).unwrap();
     let url = sim.clone().spawn().await.unwrap();
     let mut config = HubSpotConfig::new(url, SecretString::from("sim-hubspot-token"));
@@ -105,6 +113,18 @@ async fn with_search_lagging_every_write_the_lookback_still_reads_each_change() 
 
 #[tokio::test]
 async fn more_than_10000_changed_contacts_are_all_read_past_the_search_cap() {
+    // HubSpot's search cursors are numbers in its examples; a server whose
+    // cursors are opaque must be paged through all the same.
+    for search_after_opaque in [false, true] {
+        let config = SimConfig {
+            search_after_opaque,
+            ..SimConfig::default()
+        };
+        read_past_the_search_cap(config).await;
+    }
+}
+
+async fn read_past_the_search_cap(config: SimConfig) {
     // 10,500 changed contacts; 300 of them share one modification time at a window's edge.
     let contacts = (0..10_500)
         .map(|i| {
@@ -117,7 +137,8 @@ async fn more_than_10000_changed_contacts_are_all_read_past_the_search_cap() {
             contact_at(&format!("c{i:05}@example.com"), &[], Some(&time))
         })
         .collect();
-    let (sim, client) = portal(
+    let (sim, client) = portal_with(
+        config,
         Seed {
             properties: vec![],
             contacts,

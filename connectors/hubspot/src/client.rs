@@ -143,11 +143,15 @@ enum Cursor {
         after: Option<String>,
         started_at: Millis,
     },
-    /// Paging a search of `since..=until`, newest first.
+    /// Paging a search of `since..=until`, newest first; `offset` results
+    /// read so far (searches stop at 10,000), `after` the server's cursor of
+    /// the next page, sent back as it came.
     Search {
         since: Millis,
         until: Option<Millis>,
         offset: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
         newest: Millis,
     },
     /// Caught up: the newest change seen.
@@ -291,7 +295,7 @@ impl HubSpotClient {
         &self,
         since: Millis,
         until: Option<Millis>,
-        offset: u32,
+        after: Option<String>,
     ) -> Result<CollectionResponse, ConnectorError> {
         let mut filters = vec![Filter {
             property_name: MODIFIED_PROPERTY.into(),
@@ -318,7 +322,7 @@ impl HubSpotClient {
             query: None,
             properties: self.properties().to_vec(),
             limit: Some(SEARCH_LIMIT),
-            after: (offset > 0).then(|| offset.to_string()),
+            after,
         };
         let builder = self.post("/crm/v3/objects/contacts/search", &request);
         let response = self
@@ -532,14 +536,18 @@ impl Connector for HubSpotClient {
             }
             Cursor::CaughtUp { watermark } => {
                 let since = watermark - self.overlap;
-                self.search_step(since, None, 0, watermark).await?
+                self.search_step(since, None, 0, None, watermark).await?
             }
             Cursor::Search {
                 since,
                 until,
                 offset,
+                after,
                 newest,
-            } => self.search_step(since, until, offset, newest).await?,
+            } => {
+                self.search_step(since, until, offset, after, newest)
+                    .await?
+            }
         };
         let cursor = serde_json::to_string(&next).expect("cursors serialize");
         Ok(Page {
@@ -619,9 +627,12 @@ impl HubSpotClient {
         since: Millis,
         until: Option<Millis>,
         offset: u32,
+        after: Option<String>,
         newest: Millis,
     ) -> Result<(Vec<Record>, Cursor, bool, bool), ConnectorError> {
-        let page = self.search_page(since, until, offset).await?;
+        // A cursor stored before `after` was kept pages by its offset.
+        let after = after.or_else(|| (offset > 0).then(|| offset.to_string()));
+        let page = self.search_page(since, until, after).await?;
         let records = page
             .results
             .into_iter()
@@ -631,18 +642,22 @@ impl HubSpotClient {
             .iter()
             .map(|r| r.updated_at)
             .fold(newest, Millis::max);
-        let next_offset = page
-            .paging
-            .and_then(|p| p.next)
-            .and_then(|n| n.after.parse::<u32>().ok());
-        let next = match next_offset {
+        // HubSpot's search `after` is the number of results before the next
+        // page, but it is passed back as it came; the count read so far
+        // stands in for it where it is not a number.
+        let read = offset + records.len() as u32;
+        let next_after = page.paging.and_then(|p| p.next).map(|n| n.after);
+        let next = match next_after {
             None => Cursor::CaughtUp { watermark: newest },
-            Some(next) if next + SEARCH_LIMIT <= SEARCH_CAP => Cursor::Search {
-                since,
-                until,
-                offset: next,
-                newest,
-            },
+            Some(after) if after.parse::<u32>().unwrap_or(read) + SEARCH_LIMIT <= SEARCH_CAP => {
+                Cursor::Search {
+                    since,
+                    until,
+                    offset: after.parse::<u32>().unwrap_or(read),
+                    after: Some(after),
+                    newest,
+                }
+            }
             Some(_) => {
                 // The cap is reached: search again below the oldest change of this page.
                 // Contacts sharing that instant are read twice, which is harmless.
@@ -660,6 +675,7 @@ impl HubSpotClient {
                     since,
                     until: Some(until),
                     offset: 0,
+                    after: None,
                     newest,
                 }
             }

@@ -494,10 +494,16 @@ async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
             config.search_limit
         ));
     }
-    let offset = match request.after.as_deref().map(str::parse::<u32>) {
+    let offset = match request.after.as_deref().map(|after| {
+        let number = match config.search_after_opaque {
+            true => after.strip_prefix(OPAQUE_AFTER).unwrap_or("-"),
+            false => after,
+        };
+        number.parse::<u32>()
+    }) {
         None => 0,
         Some(Ok(n)) => n,
-        Some(Err(_)) => return validation("after must be an integer"),
+        Some(Err(_)) => return validation("after is not a valid paging cursor"),
     };
     if offset >= config.search_cap {
         return validation(format!(
@@ -542,7 +548,10 @@ async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
         .collect();
     let paging = (end < total).then(|| Paging {
         next: Some(NextPage {
-            after: end.to_string(),
+            after: match config.search_after_opaque {
+                true => format!("{OPAQUE_AFTER}{end}"),
+                false => end.to_string(),
+            },
             link: None,
         }),
     });
@@ -553,6 +562,9 @@ async fn search(State(sim): State<HubSpotSim>, body: Bytes) -> Response {
     })
     .into_response()
 }
+
+/// How an opaque search cursor begins (`SimConfig::search_after_opaque`).
+const OPAQUE_AFTER: &str = "Q1VSU09S";
 
 /// Ids of live contacts matching the search, in its sort order.
 fn matching_ids(portal: &Portal, request: &SearchRequest) -> Result<Vec<u64>, Response> {

@@ -72,6 +72,10 @@ pub struct SimConfig {
     pub search_limit: u32,
     /// Results one search can page through.
     pub search_cap: u32,
+    /// Whether a search page's `paging.next.after` is an opaque token instead
+    /// of the number of results before the next page, as HubSpot's examples
+    /// show it (list cursors are documented as opaque; search's are not).
+    pub search_after_opaque: bool,
     /// Most inputs of a batch call.
     pub batch_limit: usize,
     /// Requests allowed in any rolling window (search excepted), like a private
@@ -109,6 +113,7 @@ impl Default for SimConfig {
             list_limit: 100,
             search_limit: 200,
             search_cap: 10_000,
+            search_after_opaque: false,
             batch_limit: 100,
             rate_limit: None,
             daily_limit: None,
