@@ -107,8 +107,9 @@ impl ThrottlePolicy for MailchimpThrottle {
     ) -> Option<Throttle> {
         match status.as_u16() {
             429 => Some(Throttle::Retry(retry_after(headers))),
-            // A 403 about permissions has a problem body; a bare one is load shedding.
-            403 if body.iter().all(u8::is_ascii_whitespace) => Some(Throttle::Retry(None)),
+            // A 403 about permissions has a JSON problem body; one without JSON
+            // (empty, or a load balancer's page) is load shedding.
+            403 if serde_json::from_slice::<Value>(body).is_err() => Some(Throttle::Retry(None)),
             _ => None,
         }
     }
@@ -936,13 +937,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bare_403_is_throttling_and_one_with_a_problem_is_not() {
+    fn a_403_without_json_is_throttling_and_one_with_a_problem_is_not() {
         let headers = HeaderMap::new();
         let forbidden = reqwest::StatusCode::FORBIDDEN;
-        assert_eq!(
-            MailchimpThrottle.refusal(forbidden, &headers, b""),
-            Some(Throttle::Retry(None))
-        );
+        for shed in [
+            &b""[..],
+            b"  \n",
+            b"<html><body>403 Forbidden</body></html>",
+        ] {
+            assert_eq!(
+                MailchimpThrottle.refusal(forbidden, &headers, shed),
+                Some(Throttle::Retry(None)),
+                "{}",
+                String::from_utf8_lossy(shed)
+            );
+        }
         let problem = br#"{"type":"https://mailchimp.com/developer/marketing/docs/errors/","title":"Forbidden","status":403,"detail":"You don't have permission","instance":"x"}"#;
         assert_eq!(
             MailchimpThrottle.refusal(forbidden, &headers, problem),
