@@ -178,15 +178,20 @@ async fn a_member_changed_between_the_listing_and_its_archives_is_read_next_poll
     let config = AudienceConfig::default();
     let (key, list) = (config.api_key.clone(), config.list_id.clone());
     let sim = MailchimpSim::new(config);
-    let member = |email: &str| SeedMember {
+    // Members changed at the watermark's second are read again by the next
+    // poll: Carol changed a month before Ada, so that she is not.
+    let member = |email: &str, changed: &str| SeedMember {
         email_address: email.into(),
         status: Some("subscribed".into()),
         merge_fields: Default::default(),
-        last_changed: Some("2026-03-01T09:00:00+00:00".into()),
+        last_changed: Some(format!("2026-{changed}T09:00:00+00:00")),
     };
     sim.seed(AudienceSeed {
         merge_fields: vec![],
-        members: vec![member("ada@example.com"), member("carol@example.com")],
+        members: vec![
+            member("ada@example.com", "03-01"),
+            member("carol@example.com", "02-01"),
+        ],
     })
     .unwrap();
     let url = sim.clone().spawn().await.unwrap();
@@ -225,4 +230,80 @@ async fn a_member_changed_between_the_listing_and_its_archives_is_read_next_poll
         "{:?}",
         emails(&next)
     );
+}
+
+/// Mailchimp stamps its answer's `Date` after it has taken the listing: a
+/// member changed in between is not in the listing, and a watermark from that
+/// clock would put it out of the next poll's sight. Even with no overlap
+/// window, the next poll must read it.
+#[tokio::test]
+async fn a_member_changed_while_a_listing_is_answered_is_read_next_poll() {
+    use tandem_mailchimp::sim::{
+        MailchimpSim, Seed as AudienceSeed, SeedMember, SimConfig as AudienceConfig,
+    };
+    use tandem_mailchimp::{MailchimpClient, MailchimpConfig};
+    let config = AudienceConfig::default();
+    let (key, list) = (config.api_key.clone(), config.list_id.clone());
+    let sim = MailchimpSim::new(config);
+    // Members changed at the watermark's second are read again by the next
+    // poll: Carol changed a month before Ada, so that she is not.
+    let member = |email: &str, changed: &str| SeedMember {
+        email_address: email.into(),
+        status: Some("subscribed".into()),
+        merge_fields: Default::default(),
+        last_changed: Some(format!("2026-{changed}T09:00:00+00:00")),
+    };
+    sim.seed(AudienceSeed {
+        merge_fields: vec![],
+        members: vec![
+            member("ada@example.com", "03-01"),
+            member("carol@example.com", "02-01"),
+        ],
+    })
+    .unwrap();
+    let url = sim.clone().spawn().await.unwrap();
+    let mut config = MailchimpConfig::new(url, SecretString::from(key), list);
+    config.overlap = Duration::ZERO;
+    let client = MailchimpClient::new(config).unwrap();
+    let poll_all = |cursor: Option<String>| {
+        let client = client.clone();
+        async move {
+            let (mut cursor, mut emails) = (cursor, Vec::new());
+            loop {
+                let page = client.poll(cursor.as_deref()).await.unwrap();
+                emails.extend(page.records.iter().filter_map(|r| r.key.clone()));
+                cursor = Some(page.cursor);
+                if !page.more {
+                    return (emails, cursor);
+                }
+            }
+        }
+    };
+    let (_, cursor) = poll_all(None).await;
+
+    sim.advance_clock(Duration::from_secs(5));
+    sim.edit("ada@example.com", &[("FNAME", "Augusta")])
+        .unwrap();
+    // Every answer comes 600 ms after the request was carried out.
+    sim.api_faults().set(tandem_core::sim::ApiFaults {
+        slow: 1.0,
+        slow_by: Duration::from_millis(600),
+        ..Default::default()
+    });
+    let polling = tokio::spawn(poll_all(cursor));
+    // The listing is taken; while its answer waits, Carol changes and time moves on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.edit("carol@example.com", &[("FNAME", "Carol")])
+        .unwrap();
+    sim.advance_clock(Duration::from_secs(5));
+    let (read, cursor) = polling.await.unwrap();
+    assert_eq!(
+        read,
+        ["ada@example.com"],
+        "the listing was taken before Carol changed"
+    );
+
+    sim.api_faults().set(tandem_core::sim::ApiFaults::default());
+    let (next, _) = poll_all(cursor).await;
+    assert!(next.contains(&"carol@example.com".to_string()), "{next:?}");
 }

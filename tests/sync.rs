@@ -304,9 +304,11 @@ async fn a_restarted_engine_resumes_from_its_cursors() {
         let first = world.pass(&engine).await;
         assert!(first.pulled[0] > 800 && first.pulled[1] > 800, "{first:?}");
         world.pass(&engine).await;
-        // Mailchimp's times have whole seconds, so a poll reaches one second back;
-        // an idle pass a little later moves the watermarks past the first pass's writes.
+        // Mailchimp's times have whole seconds, so a poll reaches one second back,
+        // and its watermark reaches the server's clock one poll later: two idle
+        // passes a little later move the watermarks past the first pass's writes.
         world.later();
+        world.pass(&engine).await;
         world.pass(&engine).await;
     }
     let restarted = world.engine().await;

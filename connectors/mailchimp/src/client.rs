@@ -120,10 +120,13 @@ impl ThrottlePolicy for MailchimpThrottle {
 #[serde(tag = "phase", rename_all = "snake_case")]
 enum Cursor {
     /// Paging members changed after `since` (all members if none), newest first.
+    /// `clock`: the server's clock when it answered this listing's first page.
     Listing {
         since: Option<Millis>,
         offset: u32,
         newest: Millis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<Millis>,
     },
     /// Paging members archived after `since`: the listing above leaves archived
     /// members out, and an archive is an event the policy acts on.
@@ -131,9 +134,16 @@ enum Cursor {
         since: Millis,
         offset: u32,
         newest: Millis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<Millis>,
     },
-    /// Caught up: the newest change seen.
-    CaughtUp { watermark: Millis },
+    /// Caught up: the newest change seen, and the server's clock when it
+    /// answered the last listing's first page.
+    CaughtUp {
+        watermark: Millis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock: Option<Millis>,
+    },
 }
 
 /// A Mailchimp client for one audience. Cheap to clone.
@@ -579,38 +589,49 @@ impl Connector for MailchimpClient {
                 since: None,
                 offset: 0,
                 newest: 0,
+                clock: None,
             },
             Some(text) => serde_json::from_str(text).map_err(|e| ConnectorError::Protocol {
                 vendor: VENDOR,
                 message: format!("stored cursor {text:?} is not a Mailchimp cursor: {e}"),
             })?,
         };
-        let (since, offset, newest, archived) = match cursor {
+        let (since, offset, newest, clock, archived) = match cursor {
             Cursor::Listing {
                 since,
                 offset,
                 newest,
-            } => (since, offset, newest, false),
+                clock,
+            } => (since, offset, newest, clock, false),
             Cursor::Archived {
                 since,
                 offset,
                 newest,
-            } => (Some(since), offset, newest, true),
+                clock,
+            } => (Some(since), offset, newest, clock, true),
             // `last_changed` has whole seconds and "changed after" may be strict: one more
             // second keeps a change made in the watermark's own second in view.
-            Cursor::CaughtUp { watermark } => {
-                (Some(watermark - self.overlap - 1000), 0, watermark, false)
-            }
+            // The last listing's clock becomes part of the watermark now that
+            // this listing, taken after it, has been asked for: see below.
+            Cursor::CaughtUp { watermark, clock } => (
+                Some(watermark - self.overlap - 1000),
+                0,
+                watermark.max(clock.unwrap_or(Millis::MIN)),
+                None,
+                false,
+            ),
         };
         let (page, server_now) = self.page(since, offset, archived).await?;
-        // The first page of the listing fixes the watermark at the server's clock:
-        // anything changed after it is newer and is read by the next poll. Not the
-        // archives' first page: a member changed between the two requests is in
-        // neither, and a later watermark would put it out of the next poll's sight.
-        let newest = if offset == 0 && !archived {
-            newest.max(server_now.unwrap_or_else(now_millis))
-        } else {
-            newest
+        // The watermark is the newest change a listing showed, or the server's
+        // clock when it answered the listing before: Mailchimp stamps an answer
+        // after taking its listing, so a member changed in between is in
+        // neither that listing nor behind that clock, but it is in the next
+        // listing, which is taken after that clock. A member that changes after
+        // a listing changes at its second or later, which the next poll, from
+        // a second before the watermark, reads.
+        let clock = match (offset, archived) {
+            (0, false) => server_now,
+            _ => clock,
         };
         let read = offset as u64 + page.members.len() as u64;
         let records = self
@@ -619,17 +640,28 @@ impl Connector for MailchimpClient {
             .into_iter()
             .map(to_record)
             .collect::<Result<Vec<_>, _>>()?;
+        // Not the archives' changes: they are taken later still.
+        let newest = if archived {
+            newest
+        } else {
+            records
+                .iter()
+                .map(|r| r.updated_at)
+                .fold(newest, Millis::max)
+        };
         let more = !records.is_empty() && read < page.total_items;
         let next = match (more, archived, since) {
             (true, false, _) => Cursor::Listing {
                 since,
                 offset: read as u32,
                 newest,
+                clock,
             },
             (true, true, Some(since)) => Cursor::Archived {
                 since,
                 offset: read as u32,
                 newest,
+                clock,
             },
             // An incremental listing is followed by the archives of the same window; a
             // first full listing is not (members archived before tandem began are no news).
@@ -637,8 +669,12 @@ impl Connector for MailchimpClient {
                 since,
                 offset: 0,
                 newest,
+                clock,
             },
-            _ => Cursor::CaughtUp { watermark: newest },
+            _ => Cursor::CaughtUp {
+                watermark: newest,
+                clock,
+            },
         };
         let more = more || matches!(next, Cursor::Archived { offset: 0, .. }) && !archived;
         Ok(Page {
