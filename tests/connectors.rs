@@ -165,12 +165,11 @@ async fn read_past_the_search_cap(config: SimConfig) {
     assert_eq!(sim.stats().throttled, 0);
 }
 
-/// A Mailchimp incremental poll lists the members changed since the watermark,
-/// then the archived ones of the same window. A member changed between those
-/// two requests is in neither; the next poll must still see it, even with no
-/// overlap window.
-#[tokio::test]
-async fn a_member_changed_between_the_listing_and_its_archives_is_read_next_poll() {
+/// An audience of Ada and Carol, and a client with no overlap window.
+async fn ada_and_carol() -> (
+    tandem_mailchimp::sim::MailchimpSim,
+    tandem_mailchimp::MailchimpClient,
+) {
     use tandem_mailchimp::sim::{
         MailchimpSim, Seed as AudienceSeed, SeedMember, SimConfig as AudienceConfig,
     };
@@ -198,6 +197,16 @@ async fn a_member_changed_between_the_listing_and_its_archives_is_read_next_poll
     let mut config = MailchimpConfig::new(url, SecretString::from(key), list);
     config.overlap = Duration::ZERO;
     let client = MailchimpClient::new(config).unwrap();
+    (sim, client)
+}
+
+/// A Mailchimp incremental poll lists the members changed since the watermark,
+/// then the archived ones of the same window. A member changed between those
+/// two requests is in neither; the next poll must still see it, even with no
+/// overlap window.
+#[tokio::test]
+async fn a_member_changed_between_the_listing_and_its_archives_is_read_next_poll() {
+    let (sim, client) = ada_and_carol().await;
     let mut cursor = None;
     loop {
         let page = client.poll(cursor.as_deref()).await.unwrap();
@@ -238,33 +247,7 @@ async fn a_member_changed_between_the_listing_and_its_archives_is_read_next_poll
 /// window, the next poll must read it.
 #[tokio::test]
 async fn a_member_changed_while_a_listing_is_answered_is_read_next_poll() {
-    use tandem_mailchimp::sim::{
-        MailchimpSim, Seed as AudienceSeed, SeedMember, SimConfig as AudienceConfig,
-    };
-    use tandem_mailchimp::{MailchimpClient, MailchimpConfig};
-    let config = AudienceConfig::default();
-    let (key, list) = (config.api_key.clone(), config.list_id.clone());
-    let sim = MailchimpSim::new(config);
-    // Members changed at the watermark's second are read again by the next
-    // poll: Carol changed a month before Ada, so that she is not.
-    let member = |email: &str, changed: &str| SeedMember {
-        email_address: email.into(),
-        status: Some("subscribed".into()),
-        merge_fields: Default::default(),
-        last_changed: Some(format!("2026-{changed}T09:00:00+00:00")),
-    };
-    sim.seed(AudienceSeed {
-        merge_fields: vec![],
-        members: vec![
-            member("ada@example.com", "03-01"),
-            member("carol@example.com", "02-01"),
-        ],
-    })
-    .unwrap();
-    let url = sim.clone().spawn().await.unwrap();
-    let mut config = MailchimpConfig::new(url, SecretString::from(key), list);
-    config.overlap = Duration::ZERO;
-    let client = MailchimpClient::new(config).unwrap();
+    let (sim, client) = ada_and_carol().await;
     let poll_all = |cursor: Option<String>| {
         let client = client.clone();
         async move {

@@ -174,13 +174,14 @@ async fn a_full_comparison_finds_what_passes_missed_and_fix_repairs_it() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_running_engine_compares_on_its_schedule() {
-    let mut world = World::new(
-        vec![contact("ada@example.com", &[("firstname", "Ada")])],
-        vec![member("ada@example.com", &[("FNAME", "Ada")])],
-    )
-    .await;
+/// `tandem run` on the world, polling every 100 ms and comparing every 200 ms.
+async fn run_comparing(
+    world: &mut World,
+) -> (
+    std::sync::Arc<tandem::engine::Engine>,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<Result<(), tandem::engine::PassError>>,
+) {
     world.config.engine.reconcile_every = Some(Duration::from_millis(200));
     world.config.engine.poll_interval = Duration::from_millis(100);
     let engine = std::sync::Arc::new(world.engine().await);
@@ -189,6 +190,17 @@ async fn the_running_engine_compares_on_its_schedule() {
         let (engine, shutdown) = (engine.clone(), shutdown.clone());
         async move { engine.run(shutdown, |_| {}).await }
     });
+    (engine, shutdown, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_engine_compares_on_its_schedule() {
+    let mut world = World::new(
+        vec![contact("ada@example.com", &[("firstname", "Ada")])],
+        vec![member("ada@example.com", &[("FNAME", "Ada")])],
+    )
+    .await;
+    let (engine, shutdown, running) = run_comparing(&mut world).await;
     let mut drift = None;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -242,14 +254,7 @@ async fn a_scheduled_comparison_holds_up_no_pass_and_finds_no_drift_in_their_wri
         slow_by: Duration::from_millis(300),
         ..Default::default()
     });
-    world.config.engine.reconcile_every = Some(Duration::from_millis(200));
-    world.config.engine.poll_interval = Duration::from_millis(100);
-    let engine = std::sync::Arc::new(world.engine().await);
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn({
-        let (engine, shutdown) = (engine.clone(), shutdown.clone());
-        async move { engine.run(shutdown, |_| {}).await }
-    });
+    let (engine, shutdown, running) = run_comparing(&mut world).await;
 
     // The comparison is listing HubSpot's first pages when a subscriber edits
     // their name; the first contact is on the first page, listed before the write.
