@@ -744,8 +744,11 @@ impl Connector for MailchimpClient {
     }
 }
 
-/// A write's fields as a member body: `merge_fields.X` nested, empty as `""`.
-/// Tags are left out: they go to the tags endpoint (or a batch member's `tags`).
+/// A write's fields as a member body: `merge_fields.X` nested, an empty merge
+/// field as `""` (which clears it). An empty member field (`vip`, `language`,
+/// `status`...) is left out: those have types or fixed values, and `""` is
+/// none of them. Tags are left out: they go to the tags endpoint (or a batch
+/// member's `tags`).
 fn member_body(write: &Write) -> Map<String, Value> {
     let mut body = Map::new();
     let mut merge = Map::new();
@@ -753,17 +756,18 @@ fn member_body(write: &Write) -> Map<String, Value> {
         if path == TAGS_FIELD {
             continue;
         }
-        let value = if value.is_null() {
-            Value::String(String::new())
-        } else {
-            value.clone()
-        };
         match merge_tag_of(path) {
             Some(tag) => {
+                let value = if value.is_null() {
+                    Value::String(String::new())
+                } else {
+                    value.clone()
+                };
                 merge.insert(tag.to_string(), value);
             }
+            None if value.is_null() => {}
             None => {
-                body.insert(path.clone(), value);
+                body.insert(path.clone(), value.clone());
             }
         }
     }
@@ -996,6 +1000,24 @@ mod tests {
         assert_eq!(
             MailchimpThrottle.refusal(reqwest::StatusCode::TOO_MANY_REQUESTS, &headers, b""),
             Some(Throttle::Retry(None))
+        );
+    }
+
+    #[test]
+    fn an_empty_merge_field_is_cleared_and_an_empty_member_field_left_out() {
+        let write = Write {
+            op: WriteOp::Update { id: "c1".into() },
+            key: "ada@example.com".into(),
+            fields: [
+                ("merge_fields.FNAME".to_string(), Value::Null),
+                ("vip".to_string(), Value::Null),
+                ("language".to_string(), Value::from("fr")),
+            ]
+            .into(),
+        };
+        assert_eq!(
+            Value::Object(member_body(&write)),
+            serde_json::json!({ "merge_fields": { "FNAME": "" }, "language": "fr" })
         );
     }
 
