@@ -290,3 +290,40 @@ async fn a_member_changed_while_a_listing_is_answered_is_read_next_poll() {
     let (next, _) = poll_all(cursor).await;
     assert!(next.contains(&"carol@example.com".to_string()), "{next:?}");
 }
+
+/// HubSpot stamps its answer's `Date` after taking the page: a contact changed
+/// between the two is not in the first listing, and searching from that clock
+/// would pass it by. With no overlap window, the next poll must still read it.
+#[tokio::test]
+async fn a_contact_changed_while_the_first_listing_is_answered_is_read_next_poll() {
+    let contacts = ["ada@example.com", "carol@example.com"]
+        .map(|email| contact_at(email, &[("firstname", "First")], None))
+        .to_vec();
+    let (sim, client) = portal(
+        Seed {
+            properties: vec![],
+            contacts,
+        },
+        Duration::ZERO,
+    )
+    .await;
+    // The first page's answer comes 1.5 s after the page was taken.
+    sim.api_faults().set(tandem_core::sim::ApiFaults {
+        slow: 1.0,
+        slow_by: Duration::from_millis(1500),
+        ..Default::default()
+    });
+    let listing = tokio::spawn({
+        let client = client.clone();
+        async move { client.poll(None).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.edit("carol@example.com", &[("firstname", "Carol")]);
+    let listing = listing.await.unwrap();
+    assert!(!listing.more, "one page");
+
+    sim.api_faults().set(tandem_core::sim::ApiFaults::default());
+    let next = client.poll(Some(&listing.cursor)).await.unwrap();
+    let read: Vec<String> = next.records.iter().filter_map(|r| r.key.clone()).collect();
+    assert!(read.contains(&"carol@example.com".to_string()), "{read:?}");
+}

@@ -501,10 +501,14 @@ impl Connector for HubSpotClient {
         };
         let (records, next, more, full_listing) = match cursor {
             Cursor::List { after, started_at } => {
+                let asked = std::time::Instant::now();
                 let (page, server_now) = self.list_page(after.as_deref()).await?;
-                // The listing's own start, by the server's clock, is where searching picks up.
+                // The listing's own start, by the server's clock, is where searching
+                // picks up. The server stamps its answer after taking the page, so
+                // the time the answer took is taken off: a contact changed between
+                // the two is then still searched for.
                 let started_at = if after.is_none() {
-                    server_now.unwrap_or_else(now_millis)
+                    server_now.unwrap_or_else(now_millis) - asked.elapsed().as_millis() as Millis
                 } else {
                     started_at
                 };
