@@ -327,3 +327,35 @@ async fn a_contact_changed_while_the_first_listing_is_answered_is_read_next_poll
     let read: Vec<String> = next.records.iter().filter_map(|r| r.key.clone()).collect();
     assert!(read.contains(&"carol@example.com".to_string()), "{read:?}");
 }
+
+/// A member created by batch subscribe gets the id listings give it (its
+/// `contact_id`), even when the batch answer leaves `contact_id` out.
+#[tokio::test]
+async fn a_created_member_has_the_id_listings_give_it() {
+    use tandem_core::{Write, WriteOp};
+    use tandem_mailchimp::sim::{MailchimpSim, SimConfig as AudienceConfig};
+    use tandem_mailchimp::{MailchimpClient, MailchimpConfig};
+    for batch_answers_contact_id in [true, false] {
+        let config = AudienceConfig {
+            batch_answers_contact_id,
+            ..AudienceConfig::default()
+        };
+        let (key, list) = (config.api_key.clone(), config.list_id.clone());
+        let sim = MailchimpSim::new(config);
+        let url = sim.clone().spawn().await.unwrap();
+        let client =
+            MailchimpClient::new(MailchimpConfig::new(url, SecretString::from(key), list)).unwrap();
+        let create = Write {
+            op: WriteOp::Create,
+            key: "nia@example.com".into(),
+            fields: [("merge_fields.FNAME".to_string(), serde_json::json!("Nia"))].into(),
+        };
+        let created = client.apply(&[create]).await.unwrap().remove(0).unwrap();
+        let listed = client.poll(None).await.unwrap();
+        assert_eq!(listed.records.len(), 1);
+        assert_eq!(
+            created.id, listed.records[0].id,
+            "contact_id in the batch answer: {batch_answers_contact_id}"
+        );
+    }
+}

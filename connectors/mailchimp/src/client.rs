@@ -416,7 +416,16 @@ impl MailchimpClient {
             match done.remove(&write.key) {
                 Some(member) => {
                     tasks.spawn(async move {
-                        let member = client.settle_tags(member, wanted.as_deref()).await;
+                        // Listings name a member by its `contact_id`: one the batch
+                        // answer leaves out is read, so the new record has the same id.
+                        let member = match member_key(&member) == member.id {
+                            true => client.read_member(&member.id).await,
+                            false => Ok(member),
+                        };
+                        let member = match member {
+                            Ok(member) => client.settle_tags(member, wanted.as_deref()).await,
+                            Err(error) => Err(error),
+                        };
                         (i, member.and_then(to_record))
                     });
                 }

@@ -924,6 +924,7 @@ async fn batch_subscribe(
     }
     let skip = skip_merge_validation(&params);
     let status_if_new = sim.config.batch_status_if_new;
+    let contact_id = sim.config.batch_answers_contact_id;
     let mut state = sim.lock();
     let mut answer = BatchSubscribeResponse {
         new_members: vec![],
@@ -1017,7 +1018,10 @@ async fn batch_subscribe(
         };
         match outcome {
             Ok((hash, created)) => {
-                let rendered = state.render(state.get(&hash).expect("just written"));
+                let mut rendered = state.render(state.get(&hash).expect("just written"));
+                if !contact_id {
+                    rendered.extra.remove("contact_id");
+                }
                 if created {
                     answer.new_members.push(rendered);
                 } else {

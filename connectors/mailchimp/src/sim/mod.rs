@@ -98,6 +98,10 @@ pub struct SimConfig {
     /// `status_if_new` instead of `status`. The 3.0.55 spec's batch member has
     /// `status` only [unverified for the live API]; the default follows the spec.
     pub batch_status_if_new: bool,
+    /// Whether the members a batch subscribe answers with carry their
+    /// `contact_id`. The 3.0.55 spec's schema of those members has none
+    /// [unverified for the live API]; the default gives it, as a member's GET does.
+    pub batch_answers_contact_id: bool,
 }
 
 impl Default for SimConfig {
@@ -114,6 +118,7 @@ impl Default for SimConfig {
             tags_change_last_changed: true,
             tag_names_ignore_case: true,
             batch_status_if_new: false,
+            batch_answers_contact_id: true,
         }
     }
 }
