@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::Value;
-use tandem_core::{ConnectorError, Millis, Record, Standing};
+use tandem_core::{ConnectorError, Hint, HintKind, Millis, Record, RecordRef, Standing};
 
 use super::{Engine, PassError, RECONCILE_HINT};
 use crate::policy::Policy;
@@ -244,29 +244,22 @@ impl Engine {
             }
             named.extend(report.extra.iter().map(|e| (e.side, e.id.as_str())));
             let now = self.clock.now();
-            let hints: Vec<(Side, tandem_core::Hint)> = named
-                .into_iter()
-                .map(|(side, id)| {
-                    let hint = tandem_core::Hint {
-                        event_id: format!("{RECONCILE_HINT}{now}:{id}"),
-                        record: tandem_core::RecordRef::Id(id.to_string()),
-                        kind: tandem_core::HintKind::Changed,
-                        occurred_at: now,
-                    };
-                    (side, hint)
-                })
-                .collect();
-            report.staged = hints.len() + archived.iter().map(|(_, r)| r.len()).sum::<usize>();
+            let mut hints: [Vec<Hint>; 2] = Default::default();
+            for (side, id) in named {
+                hints[side as usize].push(Hint {
+                    event_id: format!("{RECONCILE_HINT}{now}:{id}"),
+                    record: RecordRef::Id(id.to_string()),
+                    kind: HintKind::Changed,
+                    occurred_at: now,
+                });
+            }
+            report.staged = hints.iter().map(Vec::len).sum::<usize>()
+                + archived.iter().map(|(_, r)| r.len()).sum::<usize>();
             let pair = policy.name.clone();
             self.store
                 .call(move |s| {
                     for side in Side::BOTH {
-                        let of_side: Vec<tandem_core::Hint> = hints
-                            .iter()
-                            .filter(|(s, _)| *s == side)
-                            .map(|(_, h)| h.clone())
-                            .collect();
-                        s.record_hints(&[(pair.clone(), side)], &of_side, now)?;
+                        s.record_hints(&[(pair.clone(), side)], &hints[side as usize], now)?;
                     }
                     s.stage_hinted(&pair, &archived, &[], Millis::MIN, now)
                 })

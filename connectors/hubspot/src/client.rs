@@ -650,18 +650,19 @@ impl HubSpotClient {
         // page, but it is passed back as it came; the count read so far
         // stands in for it where it is not a number.
         let read = offset + records.len() as u32;
-        let next_after = page.paging.and_then(|p| p.next).map(|n| n.after);
-        let next = match next_after {
+        let next_page = page.paging.and_then(|p| p.next).map(|n| {
+            let offset = n.after.parse::<u32>().unwrap_or(read);
+            (n.after, offset)
+        });
+        let next = match next_page {
             None => Cursor::CaughtUp { watermark: newest },
-            Some(after) if after.parse::<u32>().unwrap_or(read) + SEARCH_LIMIT <= SEARCH_CAP => {
-                Cursor::Search {
-                    since,
-                    until,
-                    offset: after.parse::<u32>().unwrap_or(read),
-                    after: Some(after),
-                    newest,
-                }
-            }
+            Some((after, offset)) if offset + SEARCH_LIMIT <= SEARCH_CAP => Cursor::Search {
+                since,
+                until,
+                offset,
+                after: Some(after),
+                newest,
+            },
             Some(_) => {
                 // The cap is reached: search again below the oldest change of this page.
                 // Contacts sharing that instant are read twice, which is harmless.
