@@ -328,6 +328,100 @@ async fn a_contact_changed_while_the_first_listing_is_answered_is_read_next_poll
     assert!(read.contains(&"carol@example.com".to_string()), "{read:?}");
 }
 
+/// A listing asks only for what a record is made of, and a member reads the
+/// same from a listing as alone (every field the record has survives the
+/// listing's `fields`).
+#[tokio::test]
+async fn a_listed_member_reads_as_it_does_alone_from_a_slimmer_answer() {
+    use tandem_core::{Write, WriteOp};
+    use tandem_mailchimp::sim::{MailchimpSim, SimConfig as AudienceConfig};
+    use tandem_mailchimp::{MailchimpClient, MailchimpConfig};
+    let config = AudienceConfig::default();
+    let (key, list) = (config.api_key.clone(), config.list_id.clone());
+    let sim = MailchimpSim::new(config);
+    let url = sim.clone().spawn().await.unwrap();
+    let client = MailchimpClient::new(MailchimpConfig::new(
+        url.clone(),
+        SecretString::from(key.clone()),
+        list.clone(),
+    ))
+    .unwrap();
+    let field = |name: &str, value: serde_json::Value| (name.to_string(), value);
+    let creates = [
+        Write {
+            op: WriteOp::Create,
+            key: "nia@example.com".into(),
+            fields: [
+                field("merge_fields.FNAME", serde_json::json!("Nia")),
+                field("merge_fields.PHONE", serde_json::json!("+44 20 7946 0000")),
+                field("vip", serde_json::json!(true)),
+                field("language", serde_json::json!("fr")),
+                field("email_type", serde_json::json!("text")),
+                field("tags", serde_json::json!(["donor", "vip"])),
+            ]
+            .into(),
+        },
+        Write {
+            op: WriteOp::Create,
+            key: "omar@example.com".into(),
+            fields: [field("merge_fields.LNAME", serde_json::json!("Haddad"))].into(),
+        },
+    ];
+    for outcome in client.apply(&creates).await.unwrap() {
+        outcome.unwrap();
+    }
+    sim.set_status("omar@example.com", "unsubscribed").unwrap();
+    sim.record_requests();
+    let listed = client.poll(None).await.unwrap().records;
+    assert_eq!(listed.len(), 2);
+    let ids: Vec<String> = listed.iter().map(|r| r.id.clone()).collect();
+    let alone = client.fetch(&ids).await.unwrap();
+    for record in &listed {
+        let read = alone.iter().find(|r| r.id == record.id).unwrap();
+        assert_eq!(record, read, "listed, then read alone");
+    }
+    let nia = listed
+        .iter()
+        .find(|r| r.key.as_deref() == Some("nia@example.com"));
+    let nia = &nia.unwrap().fields;
+    assert_eq!(nia["vip"], serde_json::json!(true));
+    assert_eq!(nia["tags"], serde_json::json!(["donor", "vip"]));
+
+    // The answer the listing got against the whole one.
+    let listing = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "GET" && r.path == format!("/lists/{list}/members"))
+        .unwrap();
+    let get = |query: String| {
+        let url = format!("{url}/lists/{list}/members?{query}");
+        let key = key.clone();
+        async move {
+            let answer = reqwest::Client::new()
+                .get(url)
+                .basic_auth("tandem", Some(key))
+                .send()
+                .await
+                .unwrap();
+            answer.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let slim = get(listing.query.clone()).await;
+    let whole = get("count=1000".to_string()).await;
+    let member = &slim["members"][0];
+    for unread in ["stats", "location", "_links", "timestamp_signup"] {
+        assert!(member.get(unread).is_none(), "{unread} in {member}");
+        assert!(whole["members"][0].get(unread).is_some(), "{unread}");
+    }
+    let size = |body: &serde_json::Value| body.to_string().len();
+    assert!(
+        size(&slim) * 2 < size(&whole),
+        "{} bytes listed, {} whole",
+        size(&slim),
+        size(&whole)
+    );
+}
+
 /// A member created by batch subscribe gets the id listings give it (its
 /// `contact_id`), even when the batch answer leaves `contact_id` out.
 #[tokio::test]

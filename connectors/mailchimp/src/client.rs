@@ -5,11 +5,14 @@
 //! Polling sorts by `last_changed`, newest first, and pages by offset from the
 //! watermark minus an overlap window. Newest first means a member edited while
 //! we page moves to a page already read, so it comes again on the next poll
-//! instead of shifting another member out of sight. Creates never touch an
-//! existing member's consent: a batch subscribe gives each new member its
-//! `status` with `update_existing: false`, so a member that exists already is
-//! reported, not changed; such a member is then upserted alone by PUT with
-//! `status_if_new`, which leaves an existing member's status as it is.
+//! instead of shifting another member out of sight. A listing names the
+//! fields it reads (`fields`): a whole member is several times larger.
+//!
+//! Creates never touch an existing member's consent: a batch subscribe gives
+//! each new member its `status` with `update_existing: false`, so a member
+//! that exists already is reported, not changed; such a member is then
+//! upserted alone by PUT with `status_if_new`, which leaves an existing
+//! member's status as it is.
 //!
 //! Tags are written as a difference: the member's current tags (from the
 //! PATCH, GET or batch answer) against the wanted set, sent to
@@ -342,6 +345,7 @@ impl MailchimpClient {
             ("offset", offset.to_string()),
             ("sort_field", "last_changed".to_string()),
             ("sort_dir", "DESC".to_string()),
+            ("fields", LISTED_FIELDS.to_string()),
         ];
         if let Some(since) = since {
             // reqwest encodes the `+` of `+00:00` as `%2B`, as Mailchimp needs.
@@ -863,6 +867,13 @@ fn member_key(member: &Member) -> String {
         .filter(|id| !id.is_empty())
         .map_or_else(|| member.id.clone(), String::from)
 }
+
+/// What a listing asks for: only what [`to_record`] reads of a member, and
+/// the count. A whole member (stats, location, links...) is several times
+/// larger, and an account's first listing reads every member.
+const LISTED_FIELDS: &str = "total_items,members.id,members.contact_id,members.email_address,\
+members.status,members.merge_fields,members.last_changed,members.tags,members.tags_count,\
+members.email_type,members.language,members.vip";
 
 /// A member as a [`Record`]: member fields by name, merge fields as
 /// `merge_fields.<TAG>`, `tags` as the sorted names of its tags (only when the
