@@ -328,24 +328,32 @@ async fn a_contact_changed_while_the_first_listing_is_answered_is_read_next_poll
     assert!(read.contains(&"carol@example.com".to_string()), "{read:?}");
 }
 
+/// A Mailchimp simulator with this configuration, serving; a client for it;
+/// and its base URL.
+async fn audience(
+    config: tandem_mailchimp::sim::SimConfig,
+) -> (
+    tandem_mailchimp::sim::MailchimpSim,
+    tandem_mailchimp::MailchimpClient,
+    String,
+) {
+    let (key, list) = (config.api_key.clone(), config.list_id.clone());
+    let sim = tandem_mailchimp::sim::MailchimpSim::new(config);
+    let url = sim.clone().spawn().await.unwrap();
+    let config = tandem_mailchimp::MailchimpConfig::new(url.clone(), SecretString::from(key), list);
+    let client = tandem_mailchimp::MailchimpClient::new(config).unwrap();
+    (sim, client, url)
+}
+
 /// A listing asks only for what a record is made of, and a member reads the
 /// same from a listing as alone (every field the record has survives the
 /// listing's `fields`).
 #[tokio::test]
 async fn a_listed_member_reads_as_it_does_alone_from_a_slimmer_answer() {
     use tandem_core::{Write, WriteOp};
-    use tandem_mailchimp::sim::{MailchimpSim, SimConfig as AudienceConfig};
-    use tandem_mailchimp::{MailchimpClient, MailchimpConfig};
-    let config = AudienceConfig::default();
+    let config = tandem_mailchimp::sim::SimConfig::default();
     let (key, list) = (config.api_key.clone(), config.list_id.clone());
-    let sim = MailchimpSim::new(config);
-    let url = sim.clone().spawn().await.unwrap();
-    let client = MailchimpClient::new(MailchimpConfig::new(
-        url.clone(),
-        SecretString::from(key.clone()),
-        list.clone(),
-    ))
-    .unwrap();
+    let (sim, client, url) = audience(config).await;
     let field = |name: &str, value: serde_json::Value| (name.to_string(), value);
     let creates = [
         Write {
@@ -427,18 +435,12 @@ async fn a_listed_member_reads_as_it_does_alone_from_a_slimmer_answer() {
 #[tokio::test]
 async fn a_created_member_has_the_id_listings_give_it() {
     use tandem_core::{Write, WriteOp};
-    use tandem_mailchimp::sim::{MailchimpSim, SimConfig as AudienceConfig};
-    use tandem_mailchimp::{MailchimpClient, MailchimpConfig};
     for batch_answers_contact_id in [true, false] {
-        let config = AudienceConfig {
+        let (_sim, client, _) = audience(tandem_mailchimp::sim::SimConfig {
             batch_answers_contact_id,
-            ..AudienceConfig::default()
-        };
-        let (key, list) = (config.api_key.clone(), config.list_id.clone());
-        let sim = MailchimpSim::new(config);
-        let url = sim.clone().spawn().await.unwrap();
-        let client =
-            MailchimpClient::new(MailchimpConfig::new(url, SecretString::from(key), list)).unwrap();
+            ..Default::default()
+        })
+        .await;
         let create = Write {
             op: WriteOp::Create,
             key: "nia@example.com".into(),

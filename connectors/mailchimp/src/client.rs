@@ -485,19 +485,22 @@ impl MailchimpClient {
             "status_if_new".into(),
             Value::from(self.status_if_new.clone()),
         );
-        let path = format!(
-            "{}?skip_merge_validation=true",
-            self.member_path(&subscriber_hash(&write.key))
-        );
-        let response = self
-            .kit
-            .send(
-                self.request(reqwest::Method::PUT, &path)
-                    .json(&Value::Object(body)),
-            )
-            .await?;
-        let member = read_json(expect_ok(response).await?).await?;
+        let hash = subscriber_hash(&write.key);
+        let member = self.send_member(reqwest::Method::PUT, &hash, body).await?;
         to_record(self.settle_tags(member, wanted).await?)
+    }
+
+    /// Send a member body to the member at `id` (contact id or subscriber
+    /// hash) by PUT or PATCH; merge fields a form requires may be left out.
+    async fn send_member(
+        &self,
+        method: reqwest::Method,
+        id: &str,
+        body: Map<String, Value>,
+    ) -> Result<Member, ConnectorError> {
+        let path = format!("{}?skip_merge_validation=true", self.member_path(id));
+        let request = self.request(method, &path).json(&Value::Object(body));
+        read_json(expect_ok(self.kit.send(request).await?).await?).await
     }
 
     fn batch_member(&self, write: &Write, tags: Option<&[String]>) -> BatchMember {
@@ -560,15 +563,7 @@ impl MailchimpClient {
         let member = if body.is_empty() && wanted.is_some() {
             self.read_member(id).await?
         } else {
-            let path = format!("{}?skip_merge_validation=true", self.member_path(id));
-            let response = self
-                .kit
-                .send(
-                    self.request(reqwest::Method::PATCH, &path)
-                        .json(&Value::Object(body)),
-                )
-                .await?;
-            read_json(expect_ok(response).await?).await?
+            self.send_member(reqwest::Method::PATCH, id, body).await?
         };
         to_record(self.settle_tags(member, wanted.as_deref()).await?)
     }
